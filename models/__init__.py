@@ -1,0 +1,1 @@
+"""Trained pikfix weights (safetensors) with their model cards; installed as ``pikfix.models``."""

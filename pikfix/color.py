@@ -1,0 +1,108 @@
+"""sRGB <-> CIE Lab (D65) in torch, batched, plus the paper's network normalisation.
+
+All functions take tensors shaped (..., 3, H, W) (or (..., 1, H, W) for L) so the same
+code serves single images, batches and image strips.  sRGB values are in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+
+# sRGB primaries -> CIE XYZ (D65), IEC 61966-2-1.
+_RGB_TO_XYZ = torch.tensor(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ],
+    dtype=torch.float64,
+)
+_XYZ_TO_RGB = torch.linalg.inv(_RGB_TO_XYZ)
+# D65 reference white, normalised to Y = 1.
+_WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+_EPS = 216.0 / 24389.0  # CIE epsilon (6/29)^3
+_KAPPA = 24389.0 / 27.0  # CIE kappa
+
+# Network normalisation (paper / authors' release): L/50 - 1 in [-1, 1], ab/110.
+L_SCALE = 50.0
+AB_SCALE = 110.0
+
+
+def _mix(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Apply a 3x3 colour matrix over the channel dimension (-3)."""
+    m = matrix.to(device=x.device, dtype=x.dtype)
+    return torch.einsum("ij,...jhw->...ihw", m, x)
+
+
+def _check_rgb(x: torch.Tensor, name: str) -> None:
+    if x.dim() < 3 or x.shape[-3] != 3:
+        raise ValueError(f"{name} must be shaped (..., 3, H, W), got {tuple(x.shape)}")
+
+
+def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    """Undo the sRGB transfer curve."""
+    return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb.clamp(min=0.0) + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
+    """Apply the sRGB transfer curve (input clamped to >= 0 so the power is defined)."""
+    lin = lin.clamp(min=0.0)
+    return torch.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1.0 / 2.4) - 0.055)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> Lab (L in [0, 100], a/b roughly in [-128, 127])."""
+    _check_rgb(rgb, "rgb")
+    xyz = _mix(srgb_to_linear(rgb), _RGB_TO_XYZ)
+    xyz = xyz / _WHITE.to(device=rgb.device, dtype=rgb.dtype).view(3, 1, 1)
+    f = torch.where(xyz > _EPS, xyz.clamp(min=_EPS) ** (1.0 / 3.0), (_KAPPA * xyz + 16.0) / 116.0)
+    fx, fy, fz = f.unbind(dim=-3)
+    lab = torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=-3)
+    return lab
+
+
+def lab_to_rgb(lab: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """Lab -> sRGB in [0, 1]; out-of-gamut colours are clipped when ``clamp``."""
+    _check_rgb(lab, "lab")
+    l, a, b = lab.unbind(dim=-3)
+    fy = (l + 16.0) / 116.0
+    fx = fy + a / 500.0
+    fz = fy - b / 200.0
+    f = torch.stack([fx, fy, fz], dim=-3)
+    f3 = f**3
+    xyz = torch.where(f3 > _EPS, f3, (116.0 * f - 16.0) / _KAPPA)
+    xyz = xyz * _WHITE.to(device=lab.device, dtype=lab.dtype).view(3, 1, 1)
+    rgb = linear_to_srgb(_mix(xyz, _XYZ_TO_RGB))
+    return rgb.clamp(0.0, 1.0) if clamp else rgb
+
+
+def rgb_to_luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """Lab L channel (0..100) of an sRGB image, shaped (..., 1, H, W)."""
+    return rgb_to_lab(rgb)[..., :1, :, :]
+
+
+def normalize_l(l: torch.Tensor) -> torch.Tensor:
+    """L in [0, 100] -> network range [-1, 1]."""
+    return l / L_SCALE - 1.0
+
+
+def denormalize_l(l_norm: torch.Tensor) -> torch.Tensor:
+    """Network L in [-1, 1] -> [0, 100]."""
+    return (l_norm + 1.0) * L_SCALE
+
+
+def normalize_ab(ab: torch.Tensor) -> torch.Tensor:
+    """ab in Lab units -> network range (about [-1, 1])."""
+    return ab / AB_SCALE
+
+
+def denormalize_ab(ab_norm: torch.Tensor) -> torch.Tensor:
+    """Network ab -> Lab units, clamped to [-1, 1] first so no chroma overflows the Lab range."""
+    return ab_norm.clamp(-1.0, 1.0) * AB_SCALE
+
+
+def grey_to_rgb(l_norm: torch.Tensor) -> torch.Tensor:
+    """Normalised L (B, 1, H, W) -> neutral sRGB (B, 3, H, W) in [0, 1] (a = b = 0)."""
+    l = denormalize_l(l_norm)
+    lab = torch.cat([l, torch.zeros_like(l), torch.zeros_like(l)], dim=-3)
+    return lab_to_rgb(lab)

@@ -1,0 +1,101 @@
+"""Similarity sub-net (paper 3.2, eq. 1-2) and the warp of reference histograms.
+
+Features of the grey input and grey reference come from a backbone at four levels; each
+level is projected to C channels; for each of the four target scales i, eq. 1 mixes the four
+levels with learnable per-scale coefficients A_i, aligns them to scale i and fuses them with
+one shared convolution W.  Eq. 2: cosine similarity of the mean-centred features, then a
+softmax over reference positions.  The softmax rows warp the reference SPHist onto the input
+grid; the best cosine per input position is the confidence the colorizer uses to know when
+the reference does not match.
+
+The similarity matrix has (H_i W_i) x (H'_i W'_i) entries, so it is evaluated in chunks of
+input rows sized by ``max_matrix_elements``: memory stays bounded at any working size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pikfix.backbones import Backbone, build_backbone, resize_like
+from pikfix.config import SimilarityConfig
+
+NUM_SCALES = 4
+
+
+class SimilarityNet(nn.Module):
+    """Multi-scale similarity between a grey input and a grey reference."""
+
+    def __init__(self, cfg: SimilarityConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone: Backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.backbone_widths)
+        c = cfg.channels
+        self.project = nn.ModuleList(nn.Conv2d(ch, c, 1) for ch in self.backbone.channels)
+        # A_i in eq. 1: one weight per (target scale, feature level), initialised to 1.
+        self.level_weights = nn.Parameter(torch.ones(NUM_SCALES, len(self.backbone.channels)))
+        # W in eq. 1: shared across scales.
+        self.mix = nn.Conv2d(len(self.backbone.channels) * c, c, 3, padding=1)
+
+    def embed(self, grey: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """M_i of eq. 1 for each target size: (B, C, H_i, W_i)."""
+        levels = [proj(f) for proj, f in zip(self.project, self.backbone(grey))]
+        out = []
+        for i, size in enumerate(sizes):
+            aligned = [resize_like(self.level_weights[i, j] * f, size) for j, f in enumerate(levels)]
+            out.append(self.mix(torch.cat(aligned, dim=1)))
+        return out
+
+    def forward(
+        self,
+        grey: torch.Tensor,
+        ref_grey: torch.Tensor,
+        ref_hists: list[torch.Tensor],
+        sizes: list[tuple[int, int]],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Warp each reference histogram ``ref_hists[i]`` (B, K2, H'_i, W'_i) onto ``sizes[i]``.
+
+        Returns (warped histograms (B, K2, H_i, W_i), confidences (B, 1, H_i, W_i) in [-1, 1]).
+        """
+        ref_sizes = [tuple(h.shape[-2:]) for h in ref_hists]
+        feats = self.embed(grey, sizes)
+        ref_feats = self.embed(ref_grey, ref_sizes)  # type: ignore[arg-type]
+        warped, confidence = [], []
+        for f, rf, hist in zip(feats, ref_feats, ref_hists):
+            w, c = warp(f, rf, hist, self.cfg.temperature, self.cfg.max_matrix_elements)
+            warped.append(w)
+            confidence.append(c)
+        return warped, confidence
+
+
+def _centre_normalise(f: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, HW, C): subtract the mean feature vector, unit length per position."""
+    flat = f.flatten(2).transpose(1, 2)
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    return F.normalize(flat, dim=2, eps=1e-6)
+
+
+def similarity_rows(query: torch.Tensor, ref: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 2 for a block of query positions: (B, Q, C) x (B, R, C) -> softmax rows (B, Q, R), max cosine (B, Q)."""
+    cos = torch.bmm(query, ref.transpose(1, 2))
+    return torch.softmax(cos / temperature, dim=2), cos.amax(dim=2)
+
+
+def warp(
+    feat: torch.Tensor, ref_feat: torch.Tensor, ref_hist: torch.Tensor, temperature: float, max_elements: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax-weighted average of reference histograms for every input position, in chunks."""
+    b, _, h, w = feat.shape
+    query = _centre_normalise(feat)
+    ref = _centre_normalise(ref_feat)
+    hist = ref_hist.flatten(2).transpose(1, 2)  # (B, R, K2)
+    rows = max(1, max_elements // max(1, ref.shape[1] * b))
+    warped_chunks, conf_chunks = [], []
+    for start in range(0, query.shape[1], rows):
+        attn, best = similarity_rows(query[:, start : start + rows], ref, temperature)
+        warped_chunks.append(torch.bmm(attn, hist))
+        conf_chunks.append(best)
+    warped = torch.cat(warped_chunks, dim=1).transpose(1, 2).reshape(b, -1, h, w)
+    conf = torch.cat(conf_chunks, dim=1).reshape(b, 1, h, w)
+    return warped, conf

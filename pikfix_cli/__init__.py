@@ -1,0 +1,1 @@
+"""Command-line interface of pikfix (thin: parse, call the library, report)."""

@@ -1,0 +1,134 @@
+"""The Pik-Fix network: SPHist, similarity, each sub-net and the whole model on odd sizes."""
+
+import pytest
+import torch
+
+from pikfix.config import ModelConfig, preset_config
+from pikfix.model import build_model
+from pikfix.nets.similarity import similarity_rows, warp
+from pikfix.nets.sphist import SPHist
+
+H, W = 67, 129  # deliberately not multiples of 32
+
+
+@pytest.fixture(scope="module", params=["tiny", "lite", "paper"])
+def model(request):
+    return build_model(request.param).eval()
+
+
+def _inputs(h=H, w=W, rh=50, rw=71):
+    l = torch.rand(1, 1, h, w) * 2 - 1
+    ref_l = torch.rand(1, 1, rh, rw) * 2 - 1
+    ref_ab = torch.rand(1, 2, rh, rw) * 1.2 - 0.6
+    return l, ref_l, ref_ab
+
+
+def test_sphist_sums_to_one_over_bins_and_passes_gradients():
+    hist = SPHist(bins=16, sigma=0.1)
+    ab = (torch.rand(2, 2, 9, 11) * 2 - 1).requires_grad_(True)
+    h = hist(ab)
+    assert h.shape == (2, 32, 9, 11)
+    sums = h.view(2, 2, 16, 9, 11).sum(dim=2)
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+    (h * torch.randn_like(h)).sum().backward()
+    assert ab.grad is not None and ab.grad.abs().sum() > 0
+    assert hist.centres.grad is not None and hist.centres.grad.abs().sum() > 0
+
+
+def test_sphist_peaks_at_the_pixel_value():
+    hist = SPHist(bins=10, sigma=0.05)
+    ab = torch.full((1, 2, 1, 1), 0.3)
+    h = hist(ab).view(2, 10)
+    centres = hist.centres.detach()
+    for c in range(2):
+        assert torch.argmin((centres[c] - 0.3).abs()) == torch.argmax(h[c])
+
+
+def test_sphist_pooled_is_a_distribution():
+    pooled = SPHist(bins=8).pooled(torch.rand(3, 2, 5, 5) * 2 - 1)
+    assert pooled.shape == (3, 2, 8)
+    assert torch.allclose(pooled.sum(-1), torch.ones(3, 2), atol=1e-5)
+
+
+def test_similarity_rows_are_softmax_normalised():
+    q = torch.nn.functional.normalize(torch.randn(2, 7, 5), dim=2)
+    r = torch.nn.functional.normalize(torch.randn(2, 11, 5), dim=2)
+    attn, best = similarity_rows(q, r, temperature=0.05)
+    assert attn.shape == (2, 7, 11)
+    assert (attn >= 0).all()
+    assert torch.allclose(attn.sum(-1), torch.ones(2, 7), atol=1e-5)
+    assert torch.allclose(best, torch.bmm(q, r.transpose(1, 2)).amax(-1))
+
+
+def test_warp_chunking_does_not_change_the_result():
+    feat, ref_feat = torch.randn(1, 6, 5, 7), torch.randn(1, 6, 4, 3)
+    hist = torch.softmax(torch.randn(1, 8, 4, 3), dim=1)
+    whole, conf = warp(feat, ref_feat, hist, 0.05, max_elements=10**9)
+    chunked, conf2 = warp(feat, ref_feat, hist, 0.05, max_elements=12)  # 1 query row per chunk
+    assert torch.allclose(whole, chunked, atol=1e-6) and torch.allclose(conf, conf2)
+    # Each warped histogram is a convex mix of reference histograms: still sums to 1.
+    assert torch.allclose(whole.sum(1), torch.ones(1, 5, 7), atol=1e-5)
+
+
+def test_warp_finds_an_identical_reference():
+    feat = torch.randn(1, 16, 4, 4)
+    hist = torch.eye(16).view(1, 16, 4, 4)  # position v has its own one-hot "colour"
+    warped, conf = warp(feat, feat.clone(), hist, temperature=0.01, max_elements=1 << 20)
+    assert torch.allclose(warped, hist, atol=1e-3)
+    assert torch.allclose(conf, torch.ones_like(conf), atol=1e-5)
+
+
+def test_restoration_subnet_odd_size(model):
+    l = torch.rand(1, 1, H, W) * 2 - 1
+    with torch.no_grad():
+        out = model.restore(l)
+    assert out.shape == l.shape and torch.isfinite(out).all()
+
+
+def test_similarity_subnet_odd_size(model):
+    l, ref_l, ref_ab = _inputs(64, 128, 64, 96)
+    sizes = [(16, 32), (8, 16), (4, 8), (2, 4)]
+    with torch.no_grad():
+        hists, conf = model.similarity(l, ref_l, model.reference_histograms(ref_ab), sizes)
+    bins = model.config.colorization.bins
+    for (h, w), hist, c in zip(sizes, hists, conf):
+        assert hist.shape == (1, 2 * bins, h, w)
+        assert c.shape == (1, 1, h, w) and (c.abs() <= 1 + 1e-5).all()
+
+
+def test_colorization_and_whole_model_odd_size(model):
+    l, ref_l, ref_ab = _inputs()
+    with torch.no_grad():
+        out = model(l, ref_l, ref_ab)
+    assert out.l.shape == (1, 1, H, W)
+    assert out.ab.shape == (1, 2, H, W)
+    assert out.ab.abs().max() <= 1.0
+    assert [tuple(c.shape[-2:]) for c in out.confidence] == [(24, 40), (12, 20), (6, 10), (3, 5)]
+
+
+def test_whole_model_backpropagates_to_every_trainable_subnet():
+    model = build_model("tiny").train()
+    l, ref_l, ref_ab = _inputs(40, 56, 33, 47)
+    out = model(l, ref_l, ref_ab)
+    (out.l.mean() + out.ab.abs().mean()).backward()
+    for name in ("restoration", "similarity", "colorization", "sphist"):
+        grads = [p.grad for p in getattr(model, name).parameters() if p.requires_grad]
+        assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def test_pretrained_backbone_is_frozen_in_lite():
+    model = build_model("lite").train()
+    backbone = model.similarity.backbone
+    assert backbone.frozen and not backbone.training
+    assert all(not p.requires_grad for p in backbone.parameters())
+
+
+def test_config_round_trip_and_unknown_keys():
+    cfg = preset_config("lite")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    bad = cfg.to_dict()
+    bad["colorization"]["nope"] = 1
+    with pytest.raises(ValueError, match="nope"):
+        ModelConfig.from_dict(bad)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_config("huge")
