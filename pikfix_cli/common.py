@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True, highlight=False)
 
 
+def error(message: str) -> None:
+    """Print one error line, never wrapped, so scripts can grep it."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one clear error line (no traceback) and return the Exit for the caller to raise."""
-    console.print(f"[bold red]error:[/] {message}")
+    error(message)
     return typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    """Print one warning line."""
-    console.print(f"[yellow]warning:[/] {message}")
+    """Print one warning line, never wrapped."""
+    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def progress_bar(disable: bool = False) -> Progress:

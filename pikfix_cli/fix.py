@@ -1,0 +1,166 @@
+"""`pikfix fix`: restore and colorize photos, files or whole folders, at full resolution."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from pikfix_cli.common import console, error, fail, progress_bar
+
+if TYPE_CHECKING:  # torch-heavy imports stay out of `pikfix --help`
+    import numpy as np
+
+    from pikfix.pipeline import FixPipeline, Reference
+
+OUTPUT_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
+
+
+@dataclass
+class FileReport:
+    """One line of the summary / one object of the --json output."""
+
+    input: str
+    output: str
+    status: str  # "ok", "skipped" or "failed"
+    error: Optional[str] = None
+    reference: Optional[str] = None
+    reference_score: Optional[float] = None
+    confidence: Optional[float] = None
+    megapixels: Optional[float] = None
+    seconds: Optional[float] = None
+    compare: Optional[str] = None
+
+
+def _output_path(out_dir: Path, rel: Path, ext: Optional[str]) -> Path:
+    suffix = ext if ext else rel.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        suffix = ".png"  # e.g. .gif or .jp2 inputs: write a lossless common format
+    return out_dir / rel.with_suffix(suffix)
+
+
+def fix(
+    inputs: list[Path] = typer.Argument(..., help="Photos or folders (searched recursively)."),
+    ref: Optional[Path] = typer.Option(None, "--ref", help="Colour reference photo used for every input."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (.safetensors); default: the shipped model."),
+    out: Path = typer.Option(Path("pikfix-out"), "-o", "--out", help="Output folder; mirrors the input tree."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    work_size: int = typer.Option(512, "--work-size", help="Longest side (px) at which colour is predicted."),
+    tile: int = typer.Option(512, "--tile", help="Restoration tile size (px); lower it if memory is short."),
+    tile_overlap: int = typer.Option(48, "--tile-overlap", help="Context around each tile (px)."),
+    ext: Optional[str] = typer.Option(None, "--ext", help="Output format (png, jpg, tif...); default: the input's."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    compare: bool = typer.Option(False, "--compare", help="Also write <name>.compare.jpg: input | reference | result."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout (for scripts)."),
+) -> None:
+    """Restore damaged old photos and colorize them from a colour reference."""
+    from pikfix import imageio
+    from pikfix.checkpoint import CheckpointError, default_model_path
+    from pikfix.pipeline import FixPipeline
+
+    if ref is None:
+        raise fail("give a colour reference with --ref REF.jpg")
+    if ext is not None:
+        ext = "." + ext.lower().lstrip(".")
+        if ext not in OUTPUT_SUFFIXES:
+            raise fail(f"--ext {ext}: unsupported output format (use one of {', '.join(sorted(OUTPUT_SUFFIXES))})")
+    model_path = model or default_model_path()
+    if model_path is None:
+        raise fail("no model given and none is installed with pikfix; pass --model PATH")
+    try:
+        jobs = imageio.find_images(inputs)
+    except FileNotFoundError as err:
+        raise fail(str(err)) from None
+    if not jobs:
+        raise fail("no images found in the given inputs")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise fail(f"{out}: cannot create output folder ({err.strerror or err})") from None
+    try:
+        pipe = FixPipeline.from_checkpoint(model_path, device, work_size=work_size, tile=tile, tile_overlap=tile_overlap)
+    except (CheckpointError, ValueError) as err:
+        raise fail(str(err)) from None
+    try:
+        reference_image = imageio.read_image(ref)
+    except imageio.ImageReadError as err:
+        raise fail(f"reference {err}") from None
+    reference_rgb = imageio.to_float(reference_image.pixels)
+    reference = pipe.prepare_reference(reference_rgb)
+
+    reports: list[FileReport] = []
+    with progress_bar(disable=json_out and not sys.stderr.isatty()) as bar:
+        task = bar.add_task("fixing", total=len(jobs))
+        for src, rel in jobs:
+            dst = _output_path(out, rel, ext)
+            report = FileReport(input=str(src), output=str(dst), status="ok", reference=str(ref))
+            bar.update(task, description=str(rel))
+            if dst.exists() and not overwrite:
+                report.status = "skipped"
+            else:
+                _fix_one(pipe, src, dst, reference, reference_rgb, compare, report)
+            if report.status == "failed":
+                error(report.error or "")
+            reports.append(report)
+            bar.advance(task)
+
+    _summarise(reports, json_out)
+    if any(r.status == "failed" for r in reports):
+        raise typer.Exit(1)
+
+
+def _fix_one(
+    pipe: "FixPipeline", src: Path, dst: Path, reference: "Reference", reference_rgb: "np.ndarray",
+    compare: bool, report: FileReport,
+) -> None:
+    """Fix one file into ``report``; expected failures become a one-line error, not a traceback."""
+    import numpy as np
+    import torch
+
+    from pikfix import imageio
+    from pikfix.sheet import side_by_side
+
+    start = time.perf_counter()
+    try:
+        image = imageio.read_image(src)
+        rgb = imageio.to_float(image.pixels)
+        result = pipe.fix(rgb, reference)
+        imageio.write_image(dst, imageio.from_float(result.rgb, image.pixels.dtype))
+        if compare:
+            sheet = dst.with_name(dst.stem + ".compare.jpg")
+            panels = [("input", image.pixels), ("reference", reference_rgb), ("result", result.rgb)]
+            imageio.write_image(sheet, np.asarray(side_by_side(panels)))
+            report.compare = str(sheet)
+    except (imageio.ImageReadError, imageio.ImageWriteError) as err:
+        report.status, report.error = "failed", str(err)
+        return
+    except torch.OutOfMemoryError:
+        report.status = "failed"
+        report.error = f"{src}: out of memory; try a smaller --tile or --work-size, or --device cpu"
+        return
+    report.megapixels = round(rgb.shape[0] * rgb.shape[1] / 1e6, 3)
+    report.confidence = round(result.confidence, 4)
+    report.seconds = round(time.perf_counter() - start, 3)
+
+
+def _summarise(reports: list[FileReport], json_out: bool) -> None:
+    from rich.table import Table
+
+    counts = {s: sum(r.status == s for r in reports) for s in ("ok", "skipped", "failed")}
+    if json_out:
+        payload = {"summary": counts, "files": [asdict(r) for r in reports]}
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    table = Table(title="pikfix fix")
+    for col in ("input", "status", "output / error", "s"):
+        table.add_column(col)
+    for r in reports:
+        detail = r.error if r.status == "failed" else r.output
+        table.add_row(r.input, r.status, detail, f"{r.seconds:.1f}" if r.seconds else "")
+    console.print(table)
+    console.print(f"{counts['ok']} fixed, {counts['skipped']} skipped (already done), {counts['failed']} failed")

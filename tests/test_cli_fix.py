@@ -1,0 +1,183 @@
+"""`pikfix fix` end to end on files and folders, and on every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pikfix.checkpoint import save_checkpoint
+from pikfix.model import build_model
+from pikfix_cli.app import app
+
+runner = CliRunner()
+
+
+def _photo(path: Path, size: tuple[int, int], mode: str = "L", seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = np.linspace(0, 255, w)[None, :] * np.ones((h, 1))
+    arr = np.clip(base + rng.normal(0, 20, (h, w)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "L")
+    if mode != "L":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims another size (decompression bomb / zero area)."""
+    Image.new("1", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_checkpoint(build_model("tiny"), path)
+    return path
+
+
+@pytest.fixture()
+def ref(tmp_path) -> Path:
+    rng = np.random.default_rng(1)
+    arr = (rng.random((40, 60, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "refs" / "ref.jpg"
+    path.parent.mkdir()
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _fix(*args: str):
+    return runner.invoke(app, ["fix", *args])
+
+
+def test_fixes_a_file_at_full_size(tmp_path, model_path, ref):
+    src = _photo(tmp_path / "old.png", (129, 67))
+    before = (src.read_bytes(), os.stat(src).st_mtime_ns)
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    out = Image.open(tmp_path / "out" / "old.png")
+    assert out.size == (129, 67) and out.mode == "RGB"
+    assert (src.read_bytes(), os.stat(src).st_mtime_ns) == before  # input untouched
+
+
+def test_folder_is_mirrored_and_reruns_skip(tmp_path, model_path, ref):
+    _photo(tmp_path / "in" / "a.jpg", (40, 30))
+    _photo(tmp_path / "in" / "deeper" / "b.png", (33, 45), mode="RGB")
+    out = tmp_path / "out"
+    res = _fix(str(tmp_path / "in"), "--ref", str(ref), "--model", str(model_path), "-o", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["summary"] == {"ok": 2, "skipped": 0, "failed": 0}
+    assert (out / "a.jpg").is_file() and (out / "deeper" / "b.png").is_file()
+    assert Image.open(out / "deeper" / "b.png").size == (33, 45)
+    assert all(f["reference"] == str(ref) and f["confidence"] is not None for f in report["files"])
+
+    stamp = os.stat(out / "a.jpg").st_mtime_ns
+    res = _fix(str(tmp_path / "in"), "--ref", str(ref), "--model", str(model_path), "-o", str(out), "--json")
+    assert json.loads(res.stdout)["summary"]["skipped"] == 2
+    assert os.stat(out / "a.jpg").st_mtime_ns == stamp
+    res = _fix(str(tmp_path / "in"), "--ref", str(ref), "--model", str(model_path), "-o", str(out), "--json", "--overwrite")
+    assert json.loads(res.stdout)["summary"]["ok"] == 2
+
+
+def test_compare_sheet(tmp_path, model_path, ref):
+    _photo(tmp_path / "old.png", (50, 40))
+    res = _fix(str(tmp_path / "old.png"), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "o"), "--compare")
+    assert res.exit_code == 0, res.output
+    sheet = Image.open(tmp_path / "o" / "old.compare.jpg")
+    assert sheet.width > 3 * 40  # three panels side by side
+
+
+def _bad_inputs(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    good = _photo(folder / "good.png", (30, 20))
+    truncated = folder / "truncated.jpg"
+    _photo(truncated, (64, 64))
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    empty = folder / "empty.png"
+    empty.write_bytes(b"")
+    text = folder / "notes.jpg"
+    text.write_text("not a photo")
+    return {
+        "good": good,
+        "truncated": truncated,
+        "empty": empty,
+        "text": text,
+        "bomb": _png_claiming(folder / "bomb.png", 20000, 15000),
+        "zero": _png_claiming(folder / "zero.png", 0, 12),
+    }
+
+
+def test_bad_inputs_fail_one_line_each_and_the_batch_goes_on(tmp_path, model_path, ref):
+    files = _bad_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    res = _fix(str(tmp_path / "in"), "--ref", str(ref), "--model", str(model_path), "-o", str(out), "--json")
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output
+    report = {Path(f["input"]).name: f for f in json.loads(res.stdout)["files"]}
+    assert report["good.png"]["status"] == "ok"
+    for name in ("truncated", "empty", "text", "bomb", "zero"):
+        entry = report[files[name].name]
+        assert entry["status"] == "failed", name
+        assert str(files[name]) in entry["error"] and "\n" not in entry["error"]
+        assert entry["error"] in res.stderr
+    assert sorted(p.name for p in out.rglob("*")) == ["good.png"]  # no partial outputs, no temp files
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_bad_reference_is_one_clear_error(tmp_path, model_path, problem):
+    src = _photo(tmp_path / "old.png", (30, 20))
+    bad_ref = tmp_path / "ref.jpg"
+    if problem == "corrupt":
+        bad_ref.write_bytes(b"\xff\xd8\xff garbage")
+    res = _fix(str(src), "--ref", str(bad_ref), "--model", str(model_path), "-o", str(tmp_path / "o"))
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output and str(bad_ref) in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "foreign"])
+def test_bad_checkpoint_is_one_clear_error(tmp_path, ref, problem):
+    src = _photo(tmp_path / "old.png", (30, 20))
+    ckpt = tmp_path / "model.safetensors"
+    if problem == "corrupt":
+        ckpt.write_bytes(os.urandom(200))
+    elif problem == "foreign":
+        from safetensors.torch import save_file
+        import torch
+
+        save_file({"w": torch.zeros(3)}, str(ckpt))
+    res = _fix(str(src), "--ref", str(ref), "--model", str(ckpt), "-o", str(tmp_path / "o"))
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output and str(ckpt) in res.stderr
+
+
+def test_unwritable_output_folder(tmp_path, model_path, ref):
+    src = _photo(tmp_path / "old.png", (30, 20))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(blocker / "out"))
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output and str(blocker / "out") in res.stderr
+
+
+def test_missing_input_and_missing_ref(tmp_path, model_path, ref):
+    res = _fix(str(tmp_path / "nothing.jpg"), "--ref", str(ref), "--model", str(model_path))
+    assert res.exit_code == 2 and "nothing.jpg" in res.stderr
+    src = _photo(tmp_path / "old.png", (30, 20))
+    res = _fix(str(src), "--model", str(model_path), "-o", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "--ref" in res.stderr
