@@ -15,10 +15,11 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach each command module's function to the app (kept here so `--help` lists all)."""
-    from pikfix_cli import degrade, fix
+    from pikfix_cli import degrade, fix, train
 
     app.command("fix")(fix.fix)
     app.command("degrade")(degrade.degrade)
+    app.command("train")(train.train)
 
 
 _register()

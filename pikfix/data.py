@@ -1,0 +1,383 @@
+"""Training data: a folder of colour photos -> (damaged grey input, clean target, reference) crops.
+
+Pik-Fix learns from synthetic pairs (paper 4.1): a random crop of a colour photo is the target,
+the same crop damaged by ``pikfix.degradation`` and turned grey is the input, and a colour
+reference is made in one of two ways, which the paper alternates:
+
+* same-image: another crop of the same photo at a different location (the location change is
+  the translation), slightly rotated, scaled and maybe mirrored, with *mild* colour jitter;
+* other-image: a random crop of a different training photo.
+
+The paper switches method once per epoch; here the method is drawn per sample instead, so every
+batch mixes both and no epoch trains on one kind alone. Colour jitter stays mild by default
+because references that are heavily hue-shifted teach the model to ignore good references.
+
+Every sample is a pure function of (seed, epoch, index): ``__getitem__`` seeds its own
+``np.random.Generator`` from those three numbers. A resumed run therefore sees exactly the
+samples it would have seen, DataLoader workers and DDP ranks differ only by the indices they
+are given, and no global random state is involved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from torch.utils.data import Dataset
+
+from pikfix.color import normalize_ab, normalize_l, rgb_to_lab, rgb_to_luminance
+from pikfix.degradation import DegradationConfig, degrade, to_grey
+from pikfix.imageio import ImageReadError, find_images, read_image, to_float
+
+REFERENCE_MODES = ("alternate", "same-image", "other-image")
+REF_SAME_IMAGE = 0  # value of ``ref_kind`` for a same-image reference
+REF_OTHER_IMAGE = 1  # value of ``ref_kind`` for an other-image reference
+
+# Decoded photos kept per dataset copy (one copy per DataLoader worker). A cached photo has its
+# shorter side at most max_short_side * crop, so this bounds memory to a few tens of MB.
+_CACHE_SIZE = 4
+# A photo counts as colourless (nothing for the colorizer to learn) when fewer than this share
+# of its pixels have channels that differ by more than _COLOUR_SPREAD 8-bit levels; the
+# tolerance absorbs the chroma noise of JPEG-compressed greyscale pictures.
+_COLOUR_SPREAD = 8
+_MIN_COLOUR_FRACTION = 0.005
+
+
+class DataError(ValueError):
+    """The training data cannot be used as given; the message says what to change."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # `true` in JSON is a mistake
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require(ok: bool, name: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{name}: must be {rule}, got {value!r}")
+
+
+def _check_pair(name: str, value: Any, positive: bool) -> None:
+    """A (lo, hi) range of numbers with 0 <= lo <= hi, or 0 < lo when ``positive``."""
+    is_pair = isinstance(value, tuple) and len(value) == 2 and all(_is_number(v) for v in value)
+    _require(is_pair, name, "a pair [lo, hi] of numbers", value)
+    lo, hi = value
+    low_ok = lo > 0 if positive else lo >= 0
+    _require(low_ok and lo <= hi, name, f"a range with {'0 <' if positive else '0 <='} lo <= hi", value)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How training samples are cut, damaged and given references; validated on construction."""
+
+    crop: int = 256  # side of the square training crop, px (paper: 256)
+    val_fraction: float = 0.1  # share of photos held out for validation (at least 1 when >= 2 photos)
+    min_images: int = 2  # fewer usable photos than this is an error
+    reference_mode: str = "alternate"  # "alternate" (drawn per sample), "same-image" or "other-image"
+    # Same-image reference: mild colour jitter, then a small affine transform.
+    ref_hue: float = 0.02  # hue shift up to +- this, in turns
+    ref_saturation: tuple[float, float] = (0.8, 1.2)  # saturation factor range
+    ref_brightness: tuple[float, float] = (0.9, 1.1)  # brightness factor range
+    ref_rotation: float = 10.0  # rotation up to +- this, degrees
+    ref_scale: tuple[float, float] = (0.9, 1.1)  # zoom factor range
+    ref_flip: float = 0.5  # probability of a horizontal mirror
+    # Large photos are downscaled so the shorter side is at most this many crops, so that a crop
+    # shows whole objects rather than a patch of texture.
+    max_short_side: float = 2.0
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    degrade_probability: float = 1.0  # share of samples damaged; the rest are clean grey (colorization only)
+
+    def __post_init__(self) -> None:
+        def number_in(value: Any, lo: float, hi: float) -> bool:
+            return _is_number(value) and lo <= value <= hi
+
+        _require(_is_int(self.crop) and self.crop >= 16, "crop", "an integer >= 16", self.crop)
+        val_ok = number_in(self.val_fraction, 0, 1) and self.val_fraction < 1
+        _require(val_ok, "val_fraction", "a number in [0, 1)", self.val_fraction)
+        _require(_is_int(self.min_images) and self.min_images >= 1, "min_images", "an integer >= 1", self.min_images)
+        modes = ", ".join(REFERENCE_MODES)
+        _require(self.reference_mode in REFERENCE_MODES, "reference_mode", f"one of {modes}", self.reference_mode)
+        _require(number_in(self.ref_hue, 0, 0.5), "ref_hue", "a number in [0, 0.5]", self.ref_hue)
+        _check_pair("ref_saturation", self.ref_saturation, positive=False)
+        _check_pair("ref_brightness", self.ref_brightness, positive=True)
+        _require(number_in(self.ref_rotation, 0, 180), "ref_rotation", "degrees in [0, 180]", self.ref_rotation)
+        _check_pair("ref_scale", self.ref_scale, positive=True)
+        _require(number_in(self.ref_flip, 0, 1), "ref_flip", "a probability in [0, 1]", self.ref_flip)
+        short_ok = number_in(self.max_short_side, 1, math.inf)
+        _require(short_ok, "max_short_side", "a number >= 1 (in crops)", self.max_short_side)
+        is_config = isinstance(self.degradation, DegradationConfig)
+        _require(is_config, "degradation", "a DegradationConfig", self.degradation)
+        probability = self.degrade_probability
+        _require(number_in(probability, 0, 1), "degrade_probability", "a probability in [0, 1]", probability)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (pairs become lists), e.g. for a checkpoint."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, DegradationConfig):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DataConfig:
+        """Build from a (partial) dict such as parsed JSON; unknown keys are an error, not ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown data config key(s): {', '.join(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        if "degradation" in data:
+            nested = data["degradation"]
+            _require(isinstance(nested, Mapping), "degradation", "a mapping of degradation settings", nested)
+            values["degradation"] = DegradationConfig.from_dict(nested)
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- finding and splitting photos
+
+
+def scan_images(
+    data_dir: str | os.PathLike[str], config: DataConfig | None = None
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Find the photos in ``data_dir`` (recursively) that can train, and why the others cannot.
+
+    Each file is decoded once here, so a damaged file is reported now instead of crashing a
+    DataLoader worker hours into training. Skipped (not fatal): unreadable files, greyscale
+    photos (no colour to learn) and photos smaller than the crop; the caller reports them.
+    Raises ``DataError`` when the crop is larger than every photo, or when fewer than
+    ``config.min_images`` usable photos remain.
+    """
+    config = config or DataConfig()
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    usable: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    largest_small = 0  # shorter side of the largest photo skipped only for its size
+    for path, _relative in find_images([folder]):
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            skipped.append((path, exc.reason))
+            continue
+        height, width = image.pixels.shape[:2]
+        if image.was_grey or _is_colourless(image.pixels):
+            skipped.append((path, "greyscale photo: no colour to learn from"))
+        elif min(height, width) < config.crop:
+            skipped.append((path, f"{width}x{height} is smaller than the {config.crop} px crop"))
+            largest_small = max(largest_small, min(height, width))
+        else:
+            usable.append(path)
+
+    if not usable and largest_small:
+        raise DataError(
+            f"the {config.crop} px crop is larger than every photo in {folder} "
+            f"(the largest has a shorter side of {largest_small} px); use a crop of at most {largest_small}"
+        )
+    if len(usable) < config.min_images:
+        noun = "image" if len(usable) == 1 else "images"
+        note = f" ({len(skipped)} skipped, e.g. {skipped[0][0].name}: {skipped[0][1]})" if skipped else ""
+        raise DataError(f"found {len(usable)} usable {noun} in {folder}, need at least {config.min_images}{note}")
+    return usable, skipped
+
+
+def _is_colourless(pixels: np.ndarray) -> bool:
+    """True for an RGB-encoded greyscale picture (e.g. a scanned black-and-white print saved as JPEG)."""
+    step = max(1, math.isqrt(pixels.shape[0] * pixels.shape[1] // 250_000))  # ~250k samples suffice
+    sample = pixels[::step, ::step].astype(np.int32)
+    spread = sample.max(axis=2) - sample.min(axis=2)
+    return float(np.mean(spread > _COLOUR_SPREAD)) < _MIN_COLOUR_FRACTION
+
+
+def split(paths: Sequence[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Split photos into (train, val), deterministically for ``seed``.
+
+    Photos are ranked by a hash of (seed, file name) and the lowest-ranked ones validate.
+    Unlike a shuffled list, adding a photo to the folder moves at most one existing photo
+    between the sets, so validation photos do not leak into training when a folder grows.
+    With two or more photos and ``val_fraction > 0`` at least one photo validates and at
+    least one trains. Both lists come back sorted.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction: must be in [0, 1), got {val_fraction}")
+
+    def rank(path: Path) -> str:
+        # The file name only: the split must not change when the folder is moved or cloned.
+        return hashlib.sha256(f"{seed}\0{path.name}".encode()).hexdigest()
+
+    ordered = sorted(paths, key=rank)
+    n_val = 0
+    if val_fraction > 0 and len(ordered) >= 2:
+        n_val = min(max(1, round(len(ordered) * val_fraction)), len(ordered) - 1)
+    return sorted(ordered[n_val:]), sorted(ordered[:n_val])
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+class PairDataset(Dataset[dict[str, torch.Tensor]]):
+    """Training or validation samples: damaged grey input, clean Lab target, colour reference.
+
+    Each item is a dict of float32 tensors for a crop of side C (``config.crop``):
+    ``input_l`` (1, C, C) normalised L of the damaged grey crop, ``target_l`` (1, C, C) and
+    ``target_ab`` (2, C, C) the clean crop (L/50 - 1, ab/110), ``ref_l`` / ``ref_ab`` the
+    reference likewise, ``mask`` (1, C, C) where local damage destroyed pixels, and
+    ``ref_kind`` (int64 scalar) ``REF_SAME_IMAGE`` or ``REF_OTHER_IMAGE``.
+
+    Training (``train=True``) crops at random and changes with ``set_epoch``. Validation crops
+    at the centre and ignores the epoch, so every epoch is scored on identical samples.
+    """
+
+    def __init__(self, paths: Sequence[Path], config: DataConfig, seed: int, train: bool) -> None:
+        if not paths:
+            raise DataError("no images to build a dataset from")
+        if config.reference_mode == "other-image" and len(paths) < 2:
+            raise DataError("reference_mode 'other-image' needs at least 2 images in the set")
+        _require(_is_int(seed) and seed >= 0, "seed", "a non-negative integer", seed)
+        self.paths = list(paths)
+        self.config = config
+        self.seed = seed
+        self.train = train
+        self.epoch = 0
+        self._cache: OrderedDict[Path, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the randomness of training epoch ``epoch`` (no effect on validation).
+
+        Call it before iterating a DataLoader: workers copy the dataset when an iteration
+        starts, so with ``persistent_workers=True`` they would keep the old epoch.
+        """
+        _require(_is_int(epoch) and epoch >= 0, "epoch", "a non-negative integer", epoch)
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        epoch = self.epoch if self.train else 0
+        rng = np.random.default_rng([self.seed, epoch, index])
+        crop = self.config.crop
+        image = self._load(index)
+        if self.train:
+            top, left = _random_position(image, crop, rng)
+        else:
+            top, left = (image.shape[1] - crop) // 2, (image.shape[2] - crop) // 2
+        target = image[:, top : top + crop, left : left + crop]
+
+        kind = self._reference_kind(rng)
+        if kind == REF_SAME_IMAGE:
+            reference = self._same_image_reference(image, rng)
+        else:
+            # Any other photo of the set, uniformly: draw among n - 1 and skip over ``index``.
+            partner = int(rng.integers(len(self.paths) - 1))
+            other = self._load(partner + (partner >= index))
+            ref_top, ref_left = _random_position(other, crop, rng)
+            reference = other[:, ref_top : ref_top + crop, ref_left : ref_left + crop]
+
+        if rng.random() < self.config.degrade_probability:
+            damaged = degrade(target.permute(1, 2, 0).numpy(), rng, self.config.degradation)
+            grey, mask = torch.from_numpy(damaged.grey), torch.from_numpy(damaged.mask)
+        else:
+            grey = torch.from_numpy(to_grey(target.permute(1, 2, 0).numpy()))
+            mask = torch.zeros(crop, crop)
+
+        target_lab = rgb_to_lab(target)
+        ref_lab = rgb_to_lab(reference)
+        return {
+            "input_l": normalize_l(rgb_to_luminance(grey.expand(3, -1, -1))),
+            "target_l": normalize_l(target_lab[:1]),
+            "target_ab": normalize_ab(target_lab[1:]),
+            "ref_l": normalize_l(ref_lab[:1]),
+            "ref_ab": normalize_ab(ref_lab[1:]),
+            "mask": mask[None],
+            "ref_kind": torch.tensor(kind, dtype=torch.int64),
+        }
+
+    def _reference_kind(self, rng: np.random.Generator) -> int:
+        """Which reference method this sample uses; a one-photo set can only use its own photo."""
+        mode = self.config.reference_mode
+        if mode == "same-image" or len(self.paths) == 1:
+            return REF_SAME_IMAGE
+        if mode == "other-image":
+            return REF_OTHER_IMAGE
+        return int(rng.integers(2))
+
+    def _same_image_reference(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """Another crop of ``image``: new location, small rotation/zoom/mirror, mild colour jitter.
+
+        The transform is one bilinear resampling around the new crop's centre; where it reaches
+        past the photo's edge the photo is mirrored, so the reference has no blank corners.
+        """
+        cfg = self.config
+        crop = cfg.crop
+        top, left = _random_position(image, crop, rng)
+        angle = math.radians(rng.uniform(-cfg.ref_rotation, cfg.ref_rotation))
+        scale = rng.uniform(*cfg.ref_scale)
+        mirror = -1.0 if rng.random() < cfg.ref_flip else 1.0
+
+        # Offsets of output pixels from the crop centre, mapped into the photo.
+        offsets = torch.arange(crop, dtype=torch.float32) - (crop - 1) / 2
+        v, u = torch.meshgrid(offsets, offsets, indexing="ij")
+        u = u * mirror
+        cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
+        x = left + (crop - 1) / 2 + cos * u - sin * v
+        y = top + (crop - 1) / 2 + sin * u + cos * v
+        height, width = image.shape[1:]
+        grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)  # align_corners=False
+        reference = F.grid_sample(
+            image[None], grid[None], mode="bilinear", padding_mode="reflection", align_corners=False
+        )[0]
+
+        reference = TF.adjust_brightness(reference, rng.uniform(*cfg.ref_brightness))
+        reference = TF.adjust_saturation(reference, rng.uniform(*cfg.ref_saturation))
+        return TF.adjust_hue(reference, rng.uniform(-cfg.ref_hue, cfg.ref_hue))
+
+    def _load(self, index: int) -> torch.Tensor:
+        """Photo ``index`` as float32 (3, H, W) in [0, 1], large photos downscaled; LRU-cached."""
+        path = self.paths[index]
+        if path in self._cache:
+            self._cache.move_to_end(path)
+            return self._cache[path]
+        image = torch.from_numpy(to_float(read_image(path).pixels)).permute(2, 0, 1)
+        height, width = image.shape[1:]
+        crop = self.config.crop
+        if min(height, width) < crop:
+            raise DataError(f"{path}: {width}x{height} is smaller than the {crop} px crop")
+        limit = self.config.max_short_side * crop
+        if min(height, width) > limit:
+            factor = limit / min(height, width)
+            size = (max(crop, round(height * factor)), max(crop, round(width * factor)))
+            image = F.interpolate(image[None], size, mode="bilinear", antialias=True, align_corners=False)[0]
+        image = image.contiguous()
+        self._cache[path] = image
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return image
+
+
+def _random_position(image: torch.Tensor, crop: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left corner of a uniformly random crop inside a (3, H, W) image."""
+    top = int(rng.integers(image.shape[1] - crop + 1))
+    left = int(rng.integers(image.shape[2] - crop + 1))
+    return top, left

