@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,11 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The main job on the shipped examples: references are picked automatically from examples/refs.
+demo: $(STAMP)
+	$(VENV)/bin/pikfix fix examples/old --refs examples/refs -o pikfix-out --compare
+	@echo "results and side-by-side sheets (*.compare.jpg) are in pikfix-out/"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

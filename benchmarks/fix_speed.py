@@ -1,14 +1,29 @@
 """Seconds and peak memory to fix 1 and 24 megapixel photos, per preset, one process per case.
 
     .venv/bin/python benchmarks/fix_speed.py --presets lite paper --megapixels 1 24 --out speed.json
+
+The cases run through ``pikfix.benchmark.run_speed``, as `pikfix bench --speed` does (that
+command also writes a Markdown report and a chart, and caches finished cases).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
+from typing import Any
+
+from pikfix.bench_data import BenchError
+from pikfix.benchmark import run_speed
+
+
+def _show(result: dict[str, Any]) -> None:
+    where = f"{result['preset']:6s} {result['megapixels']:6.2f} MP on {result['device']}"
+    if "error" in result:
+        print(f"{where}: failed ({result['error']})", flush=True)
+        return
+    cuda = f", CUDA peak {result['cuda_peak_mib']:.0f} MiB" if result["cuda_peak_mib"] else ""
+    print(f"{where}: {result['seconds']:8.2f} s, {result['megapixels_per_second']:.3f} MP/s, "
+          f"peak RSS {result['peak_rss_mib']:.0f} MiB{cuda}", flush=True)
 
 
 def main() -> None:
@@ -19,28 +34,12 @@ def main() -> None:
     parser.add_argument("--work-size", type=int, default=512)
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--out", help="also write the results as JSON here")
-    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child-process mode
     args = parser.parse_args()
 
-    if args.one:
-        from pikfix.speed import time_fix
-
-        result = time_fix(args.presets[0], args.megapixels[0], args.device, args.work_size, args.tile)
-        print(json.dumps(result.to_dict()))
-        return
-
-    results = []
-    for preset in args.presets:
-        for mp in args.megapixels:
-            cmd = [sys.executable, __file__, "--one", "--presets", preset, "--megapixels", str(mp),
-                   "--device", args.device, "--work-size", str(args.work_size), "--tile", str(args.tile)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-            results.append(result)
-            print(f"{preset:6s} {result['megapixels']:6.2f} MP on {result['device']}: "
-                  f"{result['seconds']:8.2f} s, {result['megapixels_per_second']:.3f} MP/s, "
-                  f"peak RSS {result['peak_rss_mib']:.0f} MiB"
-                  + (f", CUDA peak {result['cuda_peak_mib']:.0f} MiB" if result["cuda_peak_mib"] else ""), flush=True)
+    try:
+        results = run_speed(args.presets, args.megapixels, args.device, args.work_size, args.tile, on_case=_show)
+    except BenchError as err:
+        parser.error(str(err))
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(results, fh, indent=2)

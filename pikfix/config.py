@@ -98,7 +98,7 @@ def _lite() -> ModelConfig:
         preset="lite",
         restoration=RestorationConfig(channels=24, growth=12, blocks=2, units=3),
         similarity=SimilarityConfig(
-            backbone="efficientnet_lite0", backbone_weights="imagenet", channels=32, temperature=0.02
+            backbone="efficientnet_lite0", backbone_weights="imagenet", channels=32, temperature=0.05
         ),
         colorization=ColorizationConfig(
             stem=24, growth=12, bottleneck=2, block_units=(2, 3, 4, 3), widths=(32, 64, 96, 128),

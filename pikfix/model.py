@@ -75,7 +75,8 @@ class PikFix(nn.Module):
         ref_abp = pad_to_multiple(ref_ab, COLOR_MULTIPLE)
         sizes = ColorizationNet.scale_sizes(*lp.shape[-2:])
         hists, confidence = self.similarity(lp, ref_lp, self.reference_histograms(ref_abp), sizes)
-        ab = self.colorization(lp, hists, confidence)[..., :h, :w]
+        prior = self.sphist.expectation(hists[0])
+        ab = self.colorization(lp, hists, confidence, prior)[..., :h, :w]
         return ab, confidence
 
     def forward(self, l: torch.Tensor, ref_l: torch.Tensor, ref_ab: torch.Tensor) -> PikFixOutput:

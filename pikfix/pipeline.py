@@ -110,7 +110,8 @@ class FixPipeline:
         if work_size < 32:
             raise ValueError("work_size must be at least 32 pixels")
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.model = model.to(self.device).eval()
+        # channels_last makes the convolutions ~1.5x faster on CPU (oneDNN) and on GPUs.
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.work_size = work_size
         self.tile = tile
         self.tile_overlap = tile_overlap

@@ -45,7 +45,7 @@ def restore_tiled(
                 y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
                 cy0, cx0 = max(0, y0 - overlap), max(0, x0 - overlap)
                 cy1, cx1 = min(h, y1 + overlap), min(w, x1 + overlap)
-                patch = l[..., cy0:cy1, cx0:cx1].to(device)
+                patch = l[..., cy0:cy1, cx0:cx1].to(device).contiguous(memory_format=torch.channels_last)
                 restored = model.restore(patch).float().cpu()
                 out[..., y0:y1, x0:x1] = restored[..., y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
                 done += 1

@@ -15,11 +15,13 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach each command module's function to the app (kept here so `--help` lists all)."""
-    from pikfix_cli import degrade, fix, train
+    from pikfix_cli import bench, degrade, fix, index, train
 
     app.command("fix")(fix.fix)
     app.command("degrade")(degrade.degrade)
     app.command("train")(train.train)
+    app.command("index")(index.index)
+    app.command("bench")(bench.bench)
 
 
 _register()

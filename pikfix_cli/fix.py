@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from pikfix_cli.common import console, error, fail, progress_bar
+from pikfix_cli.common import console, error, fail, progress_bar, warn
 
 if TYPE_CHECKING:  # torch-heavy imports stay out of `pikfix --help`
-    import numpy as np
-
-    from pikfix.pipeline import FixPipeline, Reference
+    from pikfix.pipeline import FixPipeline
+    from pikfix.references import ReferenceSource
 
 OUTPUT_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
 
@@ -47,6 +46,8 @@ def _output_path(out_dir: Path, rel: Path, ext: Optional[str]) -> Path:
 def fix(
     inputs: list[Path] = typer.Argument(..., help="Photos or folders (searched recursively)."),
     ref: Optional[Path] = typer.Option(None, "--ref", help="Colour reference photo used for every input."),
+    refs: Optional[Path] = typer.Option(None, "--refs", help="Folder of colour photos: the best reference is picked per photo."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Reference store made by `pikfix index` (instead of --refs)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (.safetensors); default: the shipped model."),
     out: Path = typer.Option(Path("pikfix-out"), "-o", "--out", help="Output folder; mirrors the input tree."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -63,8 +64,8 @@ def fix(
     from pikfix.checkpoint import CheckpointError, default_model_path
     from pikfix.pipeline import FixPipeline
 
-    if ref is None:
-        raise fail("give a colour reference with --ref REF.jpg")
+    if sum(x is not None for x in (ref, refs, index)) != 1:
+        raise fail("give exactly one of --ref FILE, --refs DIR or --index STORE")
     if ext is not None:
         ext = "." + ext.lower().lstrip(".")
         if ext not in OUTPUT_SUFFIXES:
@@ -86,24 +87,20 @@ def fix(
         pipe = FixPipeline.from_checkpoint(model_path, device, work_size=work_size, tile=tile, tile_overlap=tile_overlap)
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from None
-    try:
-        reference_image = imageio.read_image(ref)
-    except imageio.ImageReadError as err:
-        raise fail(f"reference {err}") from None
-    reference_rgb = imageio.to_float(reference_image.pixels)
-    reference = pipe.prepare_reference(reference_rgb)
+    show_progress = not (json_out and not sys.stderr.isatty())
+    source = _reference_source(pipe, ref, refs, index, device, show_progress)
 
     reports: list[FileReport] = []
-    with progress_bar(disable=json_out and not sys.stderr.isatty()) as bar:
+    with progress_bar(disable=not show_progress) as bar:
         task = bar.add_task("fixing", total=len(jobs))
         for src, rel in jobs:
             dst = _output_path(out, rel, ext)
-            report = FileReport(input=str(src), output=str(dst), status="ok", reference=str(ref))
+            report = FileReport(input=str(src), output=str(dst), status="ok")
             bar.update(task, description=str(rel))
             if dst.exists() and not overwrite:
                 report.status = "skipped"
             else:
-                _fix_one(pipe, src, dst, reference, reference_rgb, compare, report)
+                _fix_one(pipe, src, dst, source, compare, report)
             if report.status == "failed":
                 error(report.error or "")
             reports.append(report)
@@ -114,10 +111,33 @@ def fix(
         raise typer.Exit(1)
 
 
-def _fix_one(
-    pipe: "FixPipeline", src: Path, dst: Path, reference: "Reference", reference_rgb: "np.ndarray",
-    compare: bool, report: FileReport,
-) -> None:
+def _reference_source(
+    pipe: "FixPipeline", ref: Optional[Path], refs: Optional[Path], index: Optional[Path], device: str, show_progress: bool
+) -> "ReferenceSource":
+    """The manual reference, or a retrieval store (built or refreshed for --refs)."""
+    from pikfix.imageio import ImageReadError
+    from pikfix.references import FixedReference, RetrievedReference, open_reference_store
+    from pikfix.retrieval import StoreError
+
+    if ref is not None:
+        try:
+            return FixedReference(pipe, ref)
+        except ImageReadError as err:
+            raise fail(f"reference {err}") from None
+    try:
+        with progress_bar(disable=not show_progress) as bar:
+            task = bar.add_task(f"indexing {refs}", total=None)
+            store, skipped = open_reference_store(
+                refs, index, device, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    except (StoreError, ValueError, OSError) as err:
+        raise fail(str(err)) from None
+    for path, reason in skipped:
+        warn(f"{path}: reference skipped ({reason})")
+    return RetrievedReference(pipe, store)
+
+
+def _fix_one(pipe: "FixPipeline", src: Path, dst: Path, source: "ReferenceSource", compare: bool, report: FileReport) -> None:
     """Fix one file into ``report``; expected failures become a one-line error, not a traceback."""
     import numpy as np
     import torch
@@ -129,11 +149,16 @@ def _fix_one(
     try:
         image = imageio.read_image(src)
         rgb = imageio.to_float(image.pixels)
-        result = pipe.fix(rgb, reference)
-        imageio.write_image(dst, imageio.from_float(result.rgb, image.pixels.dtype))
+        restored_l = pipe.restore(rgb)
+        choice = source.choose(restored_l)
+        report.reference = str(choice.path)
+        report.reference_score = None if choice.score is None else round(choice.score, 4)
+        out_rgb, confidence = pipe.colorize(restored_l, choice.prepared)
+        imageio.write_image(dst, imageio.from_float(out_rgb, image.pixels.dtype))
         if compare:
             sheet = dst.with_name(dst.stem + ".compare.jpg")
-            panels = [("input", image.pixels), ("reference", reference_rgb), ("result", result.rgb)]
+            ref_label = f"reference {choice.path.name}" + ("" if choice.score is None else f" ({choice.score:.2f})")
+            panels = [("input", image.pixels), (ref_label, choice.rgb), ("result", out_rgb)]
             imageio.write_image(sheet, np.asarray(side_by_side(panels)))
             report.compare = str(sheet)
     except (imageio.ImageReadError, imageio.ImageWriteError) as err:
@@ -144,7 +169,7 @@ def _fix_one(
         report.error = f"{src}: out of memory; try a smaller --tile or --work-size, or --device cpu"
         return
     report.megapixels = round(rgb.shape[0] * rgb.shape[1] / 1e6, 3)
-    report.confidence = round(result.confidence, 4)
+    report.confidence = round(confidence, 4)
     report.seconds = round(time.perf_counter() - start, 3)
 
 
@@ -157,10 +182,13 @@ def _summarise(reports: list[FileReport], json_out: bool) -> None:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     table = Table(title="pikfix fix")
-    for col in ("input", "status", "output / error", "s"):
+    for col in ("input", "status", "output / error", "reference", "s"):
         table.add_column(col)
     for r in reports:
         detail = r.error if r.status == "failed" else r.output
-        table.add_row(r.input, r.status, detail, f"{r.seconds:.1f}" if r.seconds else "")
+        reference = "" if r.reference is None else Path(r.reference).name
+        if r.reference_score is not None:
+            reference += f" ({r.reference_score:.2f})"
+        table.add_row(r.input, r.status, detail, reference, f"{r.seconds:.1f}" if r.seconds else "")
     console.print(table)
     console.print(f"{counts['ok']} fixed, {counts['skipped']} skipped (already done), {counts['failed']} failed")

@@ -181,3 +181,63 @@ def test_missing_input_and_missing_ref(tmp_path, model_path, ref):
     src = _photo(tmp_path / "old.png", (30, 20))
     res = _fix(str(src), "--model", str(model_path), "-o", str(tmp_path / "o"))
     assert res.exit_code == 2 and "--ref" in res.stderr
+
+
+def _colour_scene(path: Path, seed: int, size: tuple[int, int] = (72, 56)) -> np.ndarray:
+    """A distinct colourful picture: a smooth colour field with a few coloured boxes."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = rng.random(3) * xx[..., None] + rng.random(3) * (1 - yy[..., None])
+    for _ in range(4):
+        y, x = rng.integers(0, h - 12), rng.integers(0, w - 12)
+        img[y : y + int(rng.integers(6, 12)), x : x + int(rng.integers(6, 12))] = rng.random(3)
+    arr = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return arr
+
+
+@pytest.fixture()
+def scenes(tmp_path) -> tuple[Path, Path]:
+    """refs/ with 4 colour scenes; old/ with the grey (slightly blurred) version of scene 2."""
+    arrays = [_colour_scene(tmp_path / "refs" / f"scene{i}.png", seed=10 + i) for i in range(4)]
+    from PIL import ImageFilter
+
+    grey = Image.fromarray(arrays[2]).convert("L").filter(ImageFilter.GaussianBlur(0.8))
+    (tmp_path / "old").mkdir()
+    grey.save(tmp_path / "old" / "photo.png")
+    return tmp_path / "refs", tmp_path / "old"
+
+
+def test_refs_picks_and_records_the_matching_reference(tmp_path, model_path, scenes, monkeypatch):
+    monkeypatch.setenv("PIKFIX_CACHE", str(tmp_path / "cache"))
+    refs, old = scenes
+    res = _fix(str(old), "--refs", str(refs), "--model", str(model_path), "-o", str(tmp_path / "o"), "--json", "--compare")
+    assert res.exit_code == 0, res.output
+    entry = json.loads(res.stdout)["files"][0]
+    assert Path(entry["reference"]).name == "scene2.png"
+    assert isinstance(entry["reference_score"], float)
+    assert Path(entry["compare"]).is_file()
+    # The store was cached: a second run (other output folder) reuses it and picks the same.
+    res = _fix(str(old), "--refs", str(refs), "--model", str(model_path), "-o", str(tmp_path / "o2"), "--json")
+    assert Path(json.loads(res.stdout)["files"][0]["reference"]).name == "scene2.png"
+
+
+def test_index_store_is_used_and_a_damaged_store_is_refused(tmp_path, model_path, scenes):
+    refs, old = scenes
+    store = tmp_path / "store"
+    assert runner.invoke(app, ["index", str(refs), "--out", str(store)]).exit_code == 0
+    res = _fix(str(old), "--index", str(store), "--model", str(model_path), "-o", str(tmp_path / "o"), "--json")
+    assert res.exit_code == 0, res.output
+    assert Path(json.loads(res.stdout)["files"][0]["reference"]).name == "scene2.png"
+    manifest = store / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("scene1", "sceneX"))
+    res = _fix(str(old), "--index", str(store), "--model", str(model_path), "-o", str(tmp_path / "o3"))
+    assert res.exit_code == 2 and "Traceback" not in res.output and str(store) in res.stderr
+
+
+def test_reference_options_are_exclusive(tmp_path, model_path, scenes):
+    refs, old = scenes
+    res = _fix(str(old), "--ref", str(refs / "scene0.png"), "--refs", str(refs), "--model", str(model_path))
+    assert res.exit_code == 2 and "exactly one" in res.stderr

@@ -66,7 +66,7 @@ def test_training_lowers_the_loss(photos, tmp_path):
     steps: list[int] = []
     trainer.fit(lambda step, total, terms: steps.append(step))
     assert steps == list(range(1, 31))
-    assert _fixed_batch_l1(trainer) < 0.8 * before
+    assert _fixed_batch_l1(trainer) < 0.85 * before
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[0]["event"] == "start" and log[0]["config"]["preset"] == "tiny"
     assert any(e["event"] == "val" and e["step"] == 0 for e in log)

@@ -5,7 +5,11 @@ block a fusion module takes [features, similarity confidence, warped SPHist], mi
 a 3x3 convolution and a residual dense block, and becomes that scale's skip connection; the
 reference colour therefore enters at every scale rather than only at the input.  Decoder:
 bilinear x2, residual dense block, concatenation with the skip, two 3x3 convolutions; at full
-resolution the restored L is concatenated once more before the final ab convolution.
+resolution the restored L, the warped reference chroma (the mean of the finest warped SPHist)
+and the similarity confidence are concatenated before the final convolution, which predicts a
+correction of that warped chroma.  This direct path is our addition to the paper's design: an
+untrained model is already a training-free colour transfer (about 30 dB with a matched
+reference, see the reference facts), and training learns where to correct or mute it.
 """
 
 from __future__ import annotations
@@ -72,9 +76,16 @@ class ColorizationNet(nn.Module):
             UpBlock(widths[i + 1], widths[i], widths[i], cfg.growth, cfg.decoder_units) for i in reversed(range(len(widths) - 1))
         )
         self.head = nn.Sequential(conv_relu(widths[0], cfg.stem), conv_relu(cfg.stem, cfg.stem))
-        self.out = nn.Sequential(conv_relu(cfg.stem + 1, cfg.stem), nn.Conv2d(cfg.stem, 2, 3, padding=1))
+        # Output: a correction of the warped reference colour, from [features, L, warped ab,
+        # confidence]. Zero-initialised, so an untrained model starts as a plain colour transfer.
+        self.out = nn.Sequential(conv_relu(cfg.stem + 4, cfg.stem), nn.Conv2d(cfg.stem, 2, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, l: torch.Tensor, hists: list[torch.Tensor], confidences: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, l: torch.Tensor, hists: list[torch.Tensor], confidences: list[torch.Tensor], prior_ab: torch.Tensor
+    ) -> torch.Tensor:
+        """``prior_ab``: the warped reference chroma (B, 2, h, w) at any size, e.g. 1/4 scale."""
         x = self.stem(l)
         skips = []
         for i, (block, fusion) in enumerate(zip(self.blocks, self.fusions)):
@@ -87,8 +98,11 @@ class ColorizationNet(nn.Module):
             x = up(x, skip)
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         x = self.head(x)
-        x = F.interpolate(x, size=l.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.tanh(self.out(torch.cat([x, l], dim=1)))
+        size = l.shape[-2:]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        prior = F.interpolate(prior_ab, size=size, mode="bilinear", align_corners=False)
+        conf = F.interpolate(confidences[0], size=size, mode="bilinear", align_corners=False)
+        return (prior + self.out(torch.cat([x, l, prior, conf], dim=1))).clamp(-1.0, 1.0)
 
     @staticmethod
     def scale_sizes(h: int, w: int) -> list[tuple[int, int]]:

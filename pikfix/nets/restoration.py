@@ -56,6 +56,9 @@ class RestorationNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(c, 1, 3, padding=1),
         )
+        # Zero-initialised residual: an untrained net returns its input unchanged.
+        nn.init.zeros_(self.fuse[-1].weight)
+        nn.init.zeros_(self.fuse[-1].bias)
 
     @property
     def multiple(self) -> int:

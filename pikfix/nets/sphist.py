@@ -36,6 +36,16 @@ class SPHist(nn.Module):
         hist = torch.softmax(-(diff * diff) / (2.0 * self.sigma**2), dim=2)
         return hist.reshape(b, 2 * self.bins, h, w)
 
+    def expectation(self, hist: torch.Tensor) -> torch.Tensor:
+        """Mean chroma of (warped) histograms (B, 2*K, H, W) -> ab (B, 2, H, W).
+
+        Applied to the warped reference histogram this is a training-free colour transfer,
+        which the colorization sub-net refines (see ``ColorizationNet``).
+        """
+        b, _, h, w = hist.shape
+        weights = hist.view(b, 2, self.bins, h, w)
+        return (weights * self.centres.view(1, 2, self.bins, 1, 1)).sum(dim=2)
+
     def pooled(self, ab: torch.Tensor) -> torch.Tensor:
         """Global 1-D histograms (B, 2, K), each summing to 1: for the EMD loss (eq. 7)."""
         hist = self(ab).mean(dim=(2, 3))

@@ -1,0 +1,377 @@
+"""Test sets and colour references for `pikfix bench` (the runner is ``pikfix.benchmark``).
+
+Test sets:
+
+* RealOld naming (``realold_pairs``), one folder searched recursively. The *old photo* is a
+  file whose stem is ``<id>o`` and its *ground truth* a file whose stem is ``<id>t``,
+  optionally with one separator (``_``, ``-``, ``.`` or a space) before the ``t`` and any
+  text after the ``t`` that starts with a separator. ``<id>`` must end in a digit and is
+  compared case-insensitively. So ``12o.jpg`` pairs with ``12t.jpg``, ``12_t.png`` or
+  ``12-T_colour.tif``, but not with ``112t.jpg``.
+* Generic pairs (``stem_pairs``): ``inputs/x.jpg`` pairs with ``targets/x.png`` (same stem).
+* Synthetic (``synthetic_set``): clean colour photos, damaged on the fly by
+  ``pikfix.degradation`` with a per-photo seed, or only turned grey (colorization only).
+
+Files without a partner, or with an ambiguous one, are listed in ``Dataset.skipped``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pikfix.data import DataConfig, DataError, scan_images, split
+from pikfix.degradation import degrade_seeded, to_grey
+from pikfix.imageio import ImageReadError, find_images, read_image, to_float
+from pikfix.pipeline import luminance
+
+REF_MODES = ("file", "auto", "ground-truth-crop", "random-other")
+GT_CROP = 0.7  # side share of the central ground-truth crop used as an upper-bound reference
+
+_REALOLD_OLD = re.compile(r"(?P<id>.*?\d)[ _.-]?o", re.IGNORECASE)
+_REALOLD_TRUTH = re.compile(r"(?P<id>.*?\d)[ _.-]?t(?:[ _.-].*)?", re.IGNORECASE)
+
+Warn = Callable[[str], None]
+
+
+class BenchError(ValueError):
+    """A benchmark that cannot run as asked; ``str()`` is one line naming the file and the reason."""
+
+
+def ignore_warning(message: str) -> None:
+    """Default warning sink for library callers that do not display warnings."""
+
+
+# --------------------------------------------------------------------------- test sets
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One test photo: its ground truth and where its old input comes from."""
+
+    id: str  # unique and file-name safe: names the cache entries
+    truth: Path
+    old: Path | None = None  # a real old photo; None: made from ``truth`` (synthetic sets)
+    seed: int = 0  # degradation seed of a synthetic sample
+
+
+@dataclass
+class Dataset:
+    """The photos of one benchmark and the files that could not be used, with the reason."""
+
+    kind: str  # "realold", "pairs", "synthetic" (damaged) or "colorization" (clean grey input)
+    source: str  # the folder(s), for the report
+    samples: list[Sample]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seed: int = 0
+
+    def describe(self) -> str:
+        """One line for the report."""
+        what = {
+            "realold": "real old photos with restored ground truth (RealOld naming)",
+            "pairs": "old photos paired with ground truth by file stem",
+            "synthetic": f"clean colour photos damaged by pikfix.degradation (seed {self.seed})",
+            "colorization": "clean colour photos turned grey without damage (colorization only)",
+        }[self.kind]
+        return f"{len(self.samples)} images from {self.source}: {what}"
+
+    def require_samples(self) -> None:
+        """Raise ``BenchError`` for an empty test set, with a hint from the skipped files."""
+        if self.samples:
+            return
+        hint = ""
+        if self.skipped:
+            path, reason = self.skipped[0]
+            hint = f" ({len(self.skipped)} files skipped, e.g. {path}: {reason})"
+        raise BenchError(f"{self.source}: no images to benchmark{hint}")
+
+    def head(self, max_images: int | None) -> Dataset:
+        """The first ``max_images`` samples (ids are sorted), for quick runs."""
+        if max_images is None:
+            return self
+        if max_images < 1:
+            raise BenchError(f"--max-images must be at least 1, got {max_images}")
+        return Dataset(self.kind, self.source, self.samples[:max_images], self.skipped, self.seed)
+
+
+def safe_id(text: str) -> str:
+    """A file-name-safe id: path separators become ``__``, other odd characters ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text.replace("/", "__").replace("\\", "__"))
+
+
+def _images_in(folder: Path, what: str) -> list[Path]:
+    if not folder.is_dir():
+        raise BenchError(f"{folder}: {what} folder not found")
+    try:
+        return [path for path, _ in find_images([folder])]
+    except OSError as err:
+        raise BenchError(f"{folder}: cannot list {what} folder ({err})") from None
+
+
+def _match(
+    olds: dict[str, list[Path]], truths: dict[str, list[Path]], kind: str, source: str, skipped: list[tuple[str, str]]
+) -> Dataset:
+    """Pair old photos and ground truths by key; list what has no partner or is ambiguous."""
+    samples = []
+    for key in sorted(olds.keys() | truths.keys()):
+        old, truth = olds.get(key, []), truths.get(key, [])
+        if len(old) == 1 and len(truth) == 1:
+            samples.append(Sample(id=safe_id(key), truth=truth[0], old=old[0]))
+        elif not truth:
+            skipped += [(str(p), "no ground truth with the same id") for p in old]
+        elif not old:
+            skipped += [(str(p), "no old photo with the same id") for p in truth]
+        else:
+            names = ", ".join(p.name for p in old + truth)
+            skipped += [(str(p), f"ambiguous id {key!r} ({names})") for p in old + truth]
+    return Dataset(kind, source, samples, skipped)
+
+
+def realold_pairs(folder: Path) -> Dataset:
+    """Old photos and ground truths named the RealOld way (module docstring), in one folder tree."""
+    olds: dict[str, list[Path]] = defaultdict(list)
+    truths: dict[str, list[Path]] = defaultdict(list)
+    skipped: list[tuple[str, str]] = []
+    for path in _images_in(folder, "RealOld"):
+        if match := _REALOLD_OLD.fullmatch(path.stem):
+            olds[match["id"].lower()].append(path)
+        elif match := _REALOLD_TRUTH.fullmatch(path.stem):
+            truths[match["id"].lower()].append(path)
+        else:
+            skipped.append((str(path), "name is neither <id>o (old photo) nor <id>t (ground truth)"))
+    return _match(olds, truths, "realold", str(folder), skipped)
+
+
+def stem_pairs(inputs: Path, targets: Path) -> Dataset:
+    """Old photos in ``inputs`` paired with the ground truth of the same file stem in ``targets``."""
+    olds: dict[str, list[Path]] = defaultdict(list)
+    truths: dict[str, list[Path]] = defaultdict(list)
+    for path in _images_in(inputs, "inputs"):
+        olds[path.stem].append(path)
+    for path in _images_in(targets, "targets"):
+        truths[path.stem].append(path)
+    return _match(olds, truths, "pairs", f"{inputs} + {targets}", [])
+
+
+def _derived_seed(seed: int, name: str) -> int:
+    """A per-photo seed from the run seed and the file name (stable when the folder grows)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\0{name}".encode()).digest()[:8], "little")
+
+
+def synthetic_set(
+    folder: Path, colorization_only: bool = False, seed: int = 0, val_split: bool = False, val_fraction: float = 0.1
+) -> Dataset:
+    """Clean colour photos whose old inputs are made on the fly, reproducibly for ``seed``.
+
+    ``val_split`` keeps only the validation photos of a training run on the same folder with
+    the same seed and ``val_fraction`` (and default data settings): the photos are screened
+    with ``pikfix.data.scan_images`` and split with ``pikfix.data.split`` exactly as training does.
+    """
+    skipped: list[tuple[str, str]] = []
+    if val_split:
+        try:
+            usable, rejected = scan_images(folder, DataConfig(val_fraction=val_fraction))
+            _, paths = split(usable, val_fraction, seed)
+        except (DataError, ValueError) as err:
+            raise BenchError(f"--val-split: {err}") from None
+        skipped = [(str(p), reason) for p, reason in rejected]
+    else:
+        paths = _images_in(folder, "photo")
+    ids: set[str] = set()
+    samples = []
+    for path in paths:
+        rel = path.relative_to(folder)
+        sample_id = safe_id(rel.with_suffix("").as_posix())
+        if sample_id in ids:  # x.jpg next to x.png
+            sample_id = safe_id(rel.as_posix())
+        ids.add(sample_id)
+        samples.append(Sample(id=sample_id, truth=path, seed=_derived_seed(seed, path.name)))
+    kind = "colorization" if colorization_only else "synthetic"
+    return Dataset(kind, str(folder), sorted(samples, key=lambda s: s.id), skipped, seed)
+
+
+@dataclass
+class LoadedSample:
+    """The arrays of one sample, float32 (H, W, 3) in [0, 1], both at the ground truth's size."""
+
+    old: np.ndarray
+    truth: np.ndarray
+    ops: list[str]  # synthetic damage applied, in order
+
+
+def _resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Antialiased bilinear resize of a float (H, W, 3) image."""
+    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0)
+    t = F.interpolate(t, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return t[0].permute(1, 2, 0).clamp(0.0, 1.0).numpy()
+
+
+def load_sample(dataset: Dataset, sample: Sample, warn: Warn = ignore_warning) -> LoadedSample:
+    """Read (and, for synthetic sets, make) the old photo; raises ``ImageReadError``."""
+    truth = to_float(read_image(sample.truth).pixels)
+    height, width = truth.shape[:2]
+    if sample.old is not None:
+        old = to_float(read_image(sample.old).pixels)
+        if old.shape[:2] != (height, width):
+            warn(f"{sample.old}: {old.shape[1]}x{old.shape[0]} differs from its ground truth "
+                 f"{width}x{height}; resized to the ground truth")
+            old = _resize(old, height, width)
+        return LoadedSample(old, truth, [])
+    if dataset.kind == "colorization":
+        grey, ops = to_grey(truth), []
+    else:
+        damaged = degrade_seeded(truth, sample.seed)
+        grey, ops = damaged.grey, damaged.ops
+    return LoadedSample(np.repeat(grey[..., None], 3, axis=2), truth, ops)
+
+
+# --------------------------------------------------------------------------- references
+
+class StoreRetriever:
+    """Automatic references from a pikfix reference store (``pikfix index``).
+
+    The query is the old input's lightness, before any restoration, so every method gets the
+    same reference. A photo's own ground truth (the same file, or a byte-identical copy) is
+    never its reference: that would score a retrieval leak, not colorization.
+    """
+
+    def __init__(self, store_dir: Path, device: str = "auto") -> None:
+        from pikfix.retrieval import ReferenceStore, StoreError  # faiss: loaded only in auto mode
+
+        try:
+            self.store = ReferenceStore.open(store_dir, device=device)
+        except StoreError as err:
+            raise BenchError(str(err)) from None
+        if len(self.store) < 2:
+            raise BenchError(f"{store_dir}: the reference store holds {len(self.store)} photo(s); need at least 2")
+        self.source = str(store_dir)
+        self.identity = file_identity(store_dir / "manifest.json")
+
+    @classmethod
+    def from_refs_dir(cls, refs_dir: Path, device: str = "auto") -> StoreRetriever:
+        """Index ``refs_dir`` into pikfix's cache (only new or changed photos are embedded)."""
+        from pikfix.backbones import WeightsUnavailableError
+        from pikfix.retrieval import StoreError, build_or_update, cache_store_dir
+
+        store_dir = cache_store_dir(refs_dir)
+        try:
+            build_or_update(refs_dir, store_dir, device=device)
+        except (StoreError, WeightsUnavailableError) as err:
+            raise BenchError(f"--refs {refs_dir}: {err}") from None
+        retriever = cls(store_dir, device)
+        retriever.source = f"{refs_dir} (indexed in {store_dir})"
+        return retriever
+
+    def __call__(self, old: np.ndarray, truth: Path) -> tuple[Path, float]:
+        """(best reference file other than ``truth``, its retrieval score)."""
+        for match in self.store.search(luminance(old), k=8):
+            if not _same_content(match.path, truth):
+                return match.path, match.score
+        raise BenchError(f"{truth}: the reference store has no photo other than this image's own ground truth")
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    """Same file, or a byte-identical copy (hashed only when the sizes agree)."""
+    if a.resolve() == b.resolve():
+        return True
+    return a.stat().st_size == b.stat().st_size and file_sha256(a) == file_sha256(b)
+
+
+class References:
+    """Picks each photo's colour reference the same way for every method.
+
+    Modes: ``file`` (one photo for all), ``auto`` (retrieved from a reference store),
+    ``ground-truth-crop`` (central crop of the ground truth, mirrored: an upper bound) and
+    ``random-other`` (another test photo's ground truth, seeded: what a poor reference does).
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        dataset: Dataset,
+        seed: int = 0,
+        ref_file: Path | None = None,
+        retriever: StoreRetriever | None = None,
+    ) -> None:
+        if mode not in REF_MODES:
+            raise BenchError(f"unknown reference mode {mode!r}; choose one of {', '.join(REF_MODES)}")
+        if mode == "random-other" and len(dataset.samples) < 2:
+            raise BenchError("--ref-mode random-other needs at least 2 images in the test set")
+        self.mode = mode
+        self.seed = seed
+        self.truths = {s.id: s.truth for s in dataset.samples}
+        self.retriever = retriever
+        self.file: tuple[Path, np.ndarray] | None = None
+        if mode == "file":
+            if ref_file is None:
+                raise BenchError("--ref-mode file needs a reference photo: --ref FILE")
+            try:
+                self.file = ref_file, to_float(read_image(ref_file).pixels)
+            except ImageReadError as err:
+                raise BenchError(f"reference {err}") from None
+        if mode == "auto" and retriever is None:
+            raise BenchError("--ref-mode auto needs --refs DIR or --index STORE")
+
+    def describe(self) -> str:
+        """One line for the report."""
+        if self.file is not None:
+            return f"one reference photo for every image: {self.file[0]}"
+        if self.retriever is not None:
+            return f"retrieved automatically from {self.retriever.source} (never the image's own ground truth)"
+        if self.mode == "random-other":
+            return f"the ground truth of a random other test image (seed {self.seed}): a poor reference"
+        return f"central {GT_CROP:.0%} of the ground truth, mirrored: an upper bound"
+
+    def _other(self, sample: Sample) -> Path:
+        others = sorted(i for i in self.truths if i != sample.id)
+        return self.truths[random.Random(f"{self.seed}\0{sample.id}").choice(others)]
+
+    def source(self, sample: Sample) -> str:
+        """What the reference of ``sample`` depends on, known before any image is read (cache keys)."""
+        if self.file is not None:
+            return f"file:{file_identity(self.file[0])}"
+        if self.retriever is not None:
+            return f"auto:{self.retriever.identity}"
+        if self.mode == "random-other":
+            return f"other:{file_identity(self._other(sample))}"
+        return f"crop:{GT_CROP}"
+
+    def load(self, sample: Sample, loaded: LoadedSample) -> tuple[np.ndarray, str]:
+        """(reference RGB float (H, W, 3), its name for the report); raises ``ImageReadError``."""
+        if self.file is not None:
+            return self.file[1], self.file[0].name
+        if self.retriever is not None:
+            path, score = self.retriever(loaded.old, sample.truth)
+            return to_float(read_image(path).pixels), f"{path.name} (score {score:.3f})"
+        if self.mode == "random-other":
+            other = self._other(sample)
+            return to_float(read_image(other).pixels), other.name
+        h, w = loaded.truth.shape[:2]
+        ch, cw = max(1, round(h * GT_CROP)), max(1, round(w * GT_CROP))
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        crop = loaded.truth[y0 : y0 + ch, x0 : x0 + cw, :][:, ::-1]
+        return np.ascontiguousarray(crop), "ground-truth crop"
+
+
+def file_identity(path: Path) -> str:
+    """Path, size and modification time: changes whenever the file does, without reading it."""
+    stat = path.stat()
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
