@@ -205,6 +205,41 @@ class ConvNetBackbone(Backbone):
         return feats
 
 
+class VGG19Features(nn.Module):
+    """Frozen torchvision VGG19 trunk returning the ReLU outputs at ``taps`` (indices into
+    ``vgg19().features``), for the perceptual loss (paper eq. 6) and reference retrieval (3.5).
+
+    ``weights``: "imagenet" (torch hub cache, never downloaded), a file path, or "none".
+    The weights are read first, so a missing file fails before the trunk is built.
+    """
+
+    def __init__(self, taps: tuple[int, ...], weights: str = "imagenet") -> None:
+        super().__init__()
+        from torchvision.models import VGG19_Weights, vgg19
+
+        state = None if weights == "none" else load_torchvision_weights(VGG19_Weights, weights)
+        net = vgg19(weights=None)
+        if state is not None:  # only the convolutional trunk is used, so only it must be present
+            prefix = "features."
+            net.features.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        self.taps = tuple(taps)
+        self.layers = net.features[: self.taps[-1] + 1]  # no classifier: not needed
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "VGG19Features":
+        return super().train(False)
+
+    def forward(self, grey: torch.Tensor) -> list[torch.Tensor]:
+        x = _imagenet_input(grey)
+        feats = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i in self.taps:
+                feats.append(x)
+        return feats
+
+
 BACKBONES = ("resnet34", "efficientnet_lite0", "convnet")
 
 

@@ -33,6 +33,7 @@ from pikfix.data import DataConfig, DataError, scan_images, split
 from pikfix.degradation import degrade_seeded, to_grey
 from pikfix.imageio import ImageReadError, find_images, read_image, to_float
 from pikfix.pipeline import luminance
+from pikfix.retrieval.store import sha256_file
 
 REF_MODES = ("file", "auto", "ground-truth-crop", "random-other")
 GT_CROP = 0.7  # side share of the central ground-truth crop used as an upper-bound reference
@@ -283,7 +284,7 @@ def _same_content(a: Path, b: Path) -> bool:
     """Same file, or a byte-identical copy (hashed only when the sizes agree)."""
     if a.resolve() == b.resolve():
         return True
-    return a.stat().st_size == b.stat().st_size and file_sha256(a) == file_sha256(b)
+    return a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
 
 
 class References:
@@ -368,10 +369,3 @@ def file_identity(path: Path) -> str:
     return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

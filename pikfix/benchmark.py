@@ -38,7 +38,6 @@ from pikfix.bench_data import (
     Sample,
     Warn,
     file_identity,
-    file_sha256,
     ignore_warning,
     load_sample,
     safe_id,
@@ -48,6 +47,7 @@ from pikfix.config import preset_config
 from pikfix.imageio import ImageReadError, from_float, write_image
 from pikfix.metrics import LPIPSMetric, colorfulness, lpips_status, psnr, ssim
 from pikfix.pipeline import FixPipeline, resolve_device
+from pikfix.retrieval.store import sha256_file
 from pikfix.speed import peak_rss_mib
 
 THUMB_HEIGHT = 160  # px; cached thumbnails for the contact sheets
@@ -110,7 +110,7 @@ class ModelMethod(Method):
         self.pipe = pipe
         self.device = pipe.device
         self.header = header
-        self.sha256 = file_sha256(path)
+        self.sha256 = sha256_file(path)
 
     def details(self) -> dict[str, Any]:
         return {

@@ -7,8 +7,17 @@ exactly, without pickle and without the code that trained it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def reject_unknown_keys(data: Mapping[str, Any], kind: type, what: str) -> None:
+    """Raise ValueError naming keys of ``data`` that are not fields of dataclass ``kind``: a typo
+    in a config file must be an error, not a setting silently ignored."""
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(kind)})
+    if unknown:
+        raise ValueError(f"unknown {what} key(s): {', '.join(unknown)}")
 
 
 @dataclass
@@ -66,10 +75,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         """Rebuild from ``to_dict`` output; unknown keys are an error, not silently dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        reject_unknown_keys(data, cls, "model config")
         return cls(
             preset=str(data.get("preset", "custom")),
             restoration=_sub(RestorationConfig, data.get("restoration", {}), "restoration"),
@@ -79,10 +85,7 @@ class ModelConfig:
 
 
 def _sub(kind: type, data: dict[str, Any], section: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(kind)}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ValueError(f"unknown keys in model config section {section!r}: {', '.join(sorted(unknown))}")
+    reject_unknown_keys(data, kind, f"model config section {section!r}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return kind(**values)
 

@@ -37,6 +37,7 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import Dataset
 
 from pikfix.color import normalize_ab, normalize_l, rgb_to_lab, rgb_to_luminance
+from pikfix.config import reject_unknown_keys
 from pikfix.degradation import DegradationConfig, degrade, to_grey
 from pikfix.imageio import ImageReadError, find_images, read_image, to_float
 
@@ -142,10 +143,7 @@ class DataConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataConfig:
         """Build from a (partial) dict such as parsed JSON; unknown keys are an error, not ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown data config key(s): {', '.join(unknown)}")
+        reject_unknown_keys(data, cls, "data config")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         if "degradation" in data:
             nested = data["degradation"]

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pikfix.config import reject_unknown_keys
+
 DEFECT_REFERENCE_SIZE = 256  # local-defect sizes in the config are pixels at this image size
 
 Masked = tuple[np.ndarray, np.ndarray]  # (damaged image, damage mask) from a local defect
@@ -157,10 +159,7 @@ class DegradationConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DegradationConfig:
         """Build from a (partial) dict such as parsed JSON; unknown keys are an error, not ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown degradation config key(s): {', '.join(unknown)}")
+        reject_unknown_keys(data, cls, "degradation config")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

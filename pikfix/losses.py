@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from pikfix.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, hub_cache_file, load_torchvision_weights
-from pikfix.color import grey_to_rgb
+from pikfix.backbones import VGG19Features, build_backbone, hub_cache_file
+from pikfix.config import reject_unknown_keys
 from pikfix.model import PikFixOutput
 from pikfix.nets.sphist import SPHist
 
@@ -72,9 +72,7 @@ class LossConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LossConfig":
         """Build from JSON-like data; unknown keys are an error so typos are not silently ignored."""
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown loss config keys: {', '.join(sorted(unknown))}")
+        reject_unknown_keys(data, cls, "loss config")
         return cls(**data)
 
 
@@ -89,38 +87,8 @@ def emd_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return cdf_gap.pow(2).sum(dim=-1).mean()
 
 
-class VGG19Features(nn.Module):
-    """Frozen VGG19 trunk: relu2_2, relu3_2, relu4_2, relu5_2 (the paper's eq. 6 layers) of a grey L."""
-
-    _taps = (8, 13, 22, 31)  # indices of those ReLUs in torchvision's ``vgg19().features``
-
-    def __init__(self, weights: str = "imagenet") -> None:
-        super().__init__()
-        from torchvision.models import VGG19_Weights
-        from torchvision.models.vgg import cfgs, make_layers
-
-        # Weights first: a missing file fails before the 20 M-parameter trunk is built.
-        state = load_torchvision_weights(VGG19_Weights, weights)
-        self.layers = make_layers(cfgs["E"])[: self._taps[-1] + 1]  # no classifier: not needed
-        prefix = "features."
-        kept = {}
-        for key, value in state.items():
-            if key.startswith(prefix) and int(key[len(prefix):].split(".")[0]) <= self._taps[-1]:
-                kept[key[len(prefix):]] = value
-        self.layers.load_state_dict(kept)
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.eval()
-
-    def forward(self, grey: torch.Tensor) -> list[torch.Tensor]:
-        rgb = grey_to_rgb(grey)
-        x = (rgb - rgb.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / rgb.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        feats = []
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i in self._taps:
-                feats.append(x)
-        return feats
+# relu2_2, relu3_2, relu4_2, relu5_2 of torchvision's ``vgg19().features`` (the paper's eq. 6 layers).
+VGG19_PERCEPTUAL_TAPS = (8, 13, 22, 31)
 
 
 def vgg19_weights_path(spec: str) -> Path:
@@ -155,7 +123,7 @@ class PerceptualLoss(nn.Module):
                 fallback_reason = f" — {label} not found at {path}"
         self.network = network
         if network == "vgg19":
-            self.features: nn.Module = VGG19Features(vgg19_weights)
+            self.features: nn.Module = VGG19Features(VGG19_PERCEPTUAL_TAPS, vgg19_weights)
             if vgg19_weights == "imagenet":
                 self.description = f"vgg19 ImageNet (hub cache {vgg19_weights_path(vgg19_weights)})"
             else:

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from pikfix.atomic import atomic_path
 from pikfix.checkpoint import save_checkpoint
 from pikfix.color import denormalize_ab, denormalize_l, lab_to_rgb
-from pikfix.config import ModelConfig, preset_config
+from pikfix.config import ModelConfig, preset_config, reject_unknown_keys
 from pikfix.data import DataConfig, PairDataset, scan_images, split
 from pikfix.losses import LossConfig, PatchDiscriminator, PikFixLoss
 from pikfix.metrics import psnr, ssim
@@ -86,12 +86,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """Build from JSON; unknown keys and invalid values raise TrainError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TrainError(f"unknown training config key(s): {', '.join(unknown)}")
         values = dict(data)
         try:
+            reject_unknown_keys(data, cls, "training config")
             if "model" in values and values["model"] is not None:
                 values["model"] = ModelConfig.from_dict(values["model"])
             if "data" in values:

@@ -51,7 +51,7 @@ def test_config_round_trip_and_validation():
     config = LossConfig(beta=0.0, perceptual="none", gan=False)
     assert LossConfig.from_dict(config.to_dict()) == config
     assert LossConfig().to_dict()["lam"] == 0.5
-    with pytest.raises(ValueError, match="unknown loss config keys: lamda"):
+    with pytest.raises(ValueError, match=r"unknown loss config key\(s\): lamda"):
         LossConfig.from_dict({"lamda": 0.5})
     with pytest.raises(ValueError, match="eta"):
         LossConfig.from_dict({"eta": -0.1})

@@ -40,8 +40,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from pikfix.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, load_torchvision_weights
-from pikfix.color import grey_to_rgb
+from pikfix.backbones import VGG19Features, build_backbone
 
 INPUT_SIZE = 224  # the networks' ImageNet training size; EfficientNet-lite expects exactly this
 BLUR_SIGMA = 1.0  # px at INPUT_SIZE: suppresses grain/JPEG noise that shifts early-layer statistics
@@ -71,34 +70,9 @@ class Descriptors:
     thumbs: np.ndarray  # (B, THUMB_SIZE**2) float32, zero mean, unit norm (or all zero if flat)
 
 
-class VGG19Taps(nn.Module):
-    """The paper's extractor: ImageNet VGG19 relu1_2, relu2_2, relu3_4, relu4_4, relu5_4."""
-
-    channels = (64, 128, 256, 512, 512)
-    _taps = (3, 8, 17, 26, 35)  # indices of those ReLUs in torchvision's vgg19().features
-
-    def __init__(self, weights: str = "imagenet") -> None:
-        """``weights``: "imagenet" (torch hub cache, never downloaded), a file path, or "none"."""
-        super().__init__()
-        from torchvision.models import VGG19_Weights, vgg19
-
-        state = None if weights == "none" else load_torchvision_weights(VGG19_Weights, weights)  # fails fast
-        net = vgg19(weights=None)
-        if state is not None:
-            net.load_state_dict(state)
-        self.features = net.features[: self._taps[-1] + 1]
-        self.requires_grad_(False)
-        self.eval()
-
-    def forward(self, grey: torch.Tensor) -> list[torch.Tensor]:
-        rgb = grey_to_rgb(grey)
-        x = (rgb - rgb.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / rgb.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        feats = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self._taps:
-                feats.append(x)
-        return feats
+# relu1_2, relu2_2, relu3_4, relu4_4, relu5_4 of torchvision's ``vgg19().features`` (the paper's 3.5).
+VGG19_RETRIEVAL_TAPS = (3, 8, 17, 26, 35)
+VGG19_RETRIEVAL_CHANNELS = (64, 128, 256, 512, 512)
 
 
 def _build_network(feature_id: str) -> tuple[nn.Module, tuple[int, ...]]:
@@ -106,8 +80,7 @@ def _build_network(feature_id: str) -> tuple[nn.Module, tuple[int, ...]]:
     if feature_id == EFFNET_FEATURES:
         backbone = build_backbone("efficientnet_lite0", weights="imagenet")
         return backbone, tuple(backbone.channels)
-    vgg = VGG19Taps("imagenet")
-    return vgg, vgg.channels
+    return VGG19Features(VGG19_RETRIEVAL_TAPS, "imagenet"), VGG19_RETRIEVAL_CHANNELS
 
 
 def prepare_grey(l: torch.Tensor) -> torch.Tensor:
