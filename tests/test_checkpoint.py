@@ -79,3 +79,13 @@ def test_incompatible_config_is_rejected(tmp_path):
     save_file(load_file(str(path)), str(path), metadata={"pikfix": json.dumps(header)})
     with pytest.raises(CheckpointError, match="shape|fit"):
         load_checkpoint(path)
+
+
+def test_checkpoint_gets_normal_file_permissions(tmp_path):
+    import os
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(build_model("tiny"), path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
