@@ -118,6 +118,7 @@ def test_empty_folder_and_mixed_features_are_refused(tmp_path, refs):
     assert res.exit_code == 2 and "cannot be mixed" in res.stderr
 
 
-def test_importing_the_command_does_not_import_torch():
-    code = "import sys, pikfix_cli.index; assert 'torch' not in sys.modules, 'torch imported'"
+def test_importing_the_cli_does_not_import_torch():
+    """`pikfix --help` must be instant: every command imports torch lazily."""
+    code = "import sys, pikfix_cli.app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
