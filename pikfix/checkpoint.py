@@ -24,6 +24,8 @@ from pikfix.model import PikFix
 
 FORMAT = "pikfix-checkpoint-v1"
 _FROZEN_PREFIX = "similarity.backbone."
+# Buffers added after the first checkpoints were written; their defaults are neutral.
+_OPTIONAL_KEYS = {"colorization.gate_threshold", "colorization.gate_slope"}
 
 
 class CheckpointError(ValueError):
@@ -95,7 +97,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: corrupt weights ({err})") from None
     expected = set(_stored_keys(model))
-    missing, unexpected = expected - set(tensors), set(tensors) - expected
+    missing, unexpected = expected - set(tensors) - _OPTIONAL_KEYS, set(tensors) - expected
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not fit the config "

@@ -81,6 +81,11 @@ class ColorizationNet(nn.Module):
         self.out = nn.Sequential(conv_relu(cfg.stem + 4, cfg.stem), nn.Conv2d(cfg.stem, 2, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        # Confidence gate: chroma is scaled by clamp((confidence - threshold) * slope, 0, 1), so
+        # where the reference matches poorly the colour fades to grey instead of going wrong.
+        # Fitted after training (``pikfix.calibration``); the defaults let everything through.
+        self.register_buffer("gate_threshold", torch.tensor(-1.0))
+        self.register_buffer("gate_slope", torch.tensor(1000.0))
 
     def forward(
         self, l: torch.Tensor, hists: list[torch.Tensor], confidences: list[torch.Tensor], prior_ab: torch.Tensor
@@ -102,7 +107,12 @@ class ColorizationNet(nn.Module):
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         prior = F.interpolate(prior_ab, size=size, mode="bilinear", align_corners=False)
         conf = F.interpolate(confidences[0], size=size, mode="bilinear", align_corners=False)
-        return (prior + self.out(torch.cat([x, l, prior, conf], dim=1))).clamp(-1.0, 1.0)
+        ab = (prior + self.out(torch.cat([x, l, prior, conf], dim=1))).clamp(-1.0, 1.0)
+        return ab * self.gate(conf)
+
+    def gate(self, confidence: torch.Tensor) -> torch.Tensor:
+        """Chroma multiplier in [0, 1] for a similarity confidence map."""
+        return ((confidence - self.gate_threshold) * self.gate_slope).clamp(0.0, 1.0)
 
     @staticmethod
     def scale_sizes(h: int, w: int) -> list[tuple[int, int]]:

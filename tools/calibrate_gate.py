@@ -1,0 +1,77 @@
+"""Fit the confidence gate of a trained model on its training photos and save the result.
+
+    .venv/bin/python tools/calibrate_gate.py RUN_DIR/best.safetensors PHOTOS_DIR OUT.safetensors [MAX_PHOTOS]
+
+Uses the training split of the run (seed and val_fraction from the checkpoint's training
+config), so validation photos stay unseen.  References per photo: a mirrored crop of itself
+("matched"), the best other training photo by retrieval ("retrieved"), a random other
+training photo ("random").
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pikfix.calibration import GateSample, apply_gate, fit_gate
+from pikfix.checkpoint import load_checkpoint, save_checkpoint
+from pikfix.data import DataConfig, scan_images, split
+from pikfix.imageio import read_image, to_float
+from pikfix.pipeline import FixPipeline
+from pikfix.retrieval import ReferenceStore, build_or_update
+from pikfix.retrieval.store import cache_store_dir
+
+WORK = 512  # pikfix fix's default --work-size: the gate is fitted where it is used
+
+
+def main(ckpt: Path, photos: Path, out: Path, limit: int | None = None) -> None:
+    model, header = load_checkpoint(ckpt)
+    training = header["metadata"]["training"]
+    paths, _ = scan_images(photos, DataConfig(crop=64))
+    train, _ = split(paths, training["data"]["val_fraction"], training["seed"])
+    train = train[:limit]
+    refs_dir = out.parent / "calibration-refs"
+    refs_dir.mkdir(parents=True, exist_ok=True)
+    for p in train:
+        link = refs_dir / p.name
+        if not link.exists():
+            link.symlink_to(p.resolve())
+    store_dir = cache_store_dir(refs_dir)
+    build_or_update(refs_dir, store_dir, device="cpu")
+    store = ReferenceStore.open(store_dir, device="cpu")
+    pipe = FixPipeline(model, "cpu", work_size=WORK)
+    rng = random.Random(0)
+    samples: list[GateSample] = []
+    for i, path in enumerate(train):
+        rgb = to_float(read_image(path).pixels)
+        photo = pipe.prepare_reference(rgb)  # its normalised L (the grey input) and ab (the target)
+        h, w = rgb.shape[:2]
+        matched = np.ascontiguousarray(rgb[h // 8 : h - h // 10, w // 5 :][:, ::-1])
+        l_lab = ((photo.l[0, 0] + 1.0) * 50.0).numpy()
+        best = next(m for m in store.search(l_lab, k=3) if m.path.name != path.name)
+        other = rng.choice([p for p in train if p != path])
+        for regime, ref_rgb in (("matched", matched), ("retrieved", to_float(read_image(best.path).pixels)),
+                                ("random", to_float(read_image(other).pixels))):
+            ref = pipe.prepare_reference(ref_rgb)
+            with torch.inference_mode():
+                ab, conf = model.colorize(photo.l, ref.l, ref.ab)
+            conf_up = F.interpolate(conf[0], size=ab.shape[-2:], mode="bilinear", align_corners=False)
+            samples.append(GateSample(regime, ab[0], conf_up[0], photo.ab[0]))
+        print(f"{i + 1}/{len(train)} {path.name}", flush=True)
+    fit = fit_gate(samples)
+    apply_gate(model, fit)
+    metadata = dict(header["metadata"])
+    metadata["confidence_gate"] = {"threshold": fit.threshold, "slope": fit.slope, "l1_ab_before": fit.l1_before,
+                                   "l1_ab_after": fit.l1_after, "l1_ab_grey": fit.l1_grey, "photos": len(train), "work_size": WORK}
+    save_checkpoint(model, out, metadata, half=True)
+    print(json.dumps(metadata["confidence_gate"], indent=2))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else None)
