@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,7 @@ def main(ckpt: Path, photos: Path, out: Path, limit: int | None = None) -> None:
     paths, _ = scan_images(photos, DataConfig(crop=64))
     train, _ = split(paths, training["data"]["val_fraction"], training["seed"])
     train = train[:limit]
-    refs_dir = out.parent / "calibration-refs"
-    refs_dir.mkdir(parents=True, exist_ok=True)
+    refs_dir = Path(tempfile.mkdtemp(prefix="pikfix-calibration-refs-"))  # the training photos only
     for p in train:
         link = refs_dir / p.name
         if not link.exists():
