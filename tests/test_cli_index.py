@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,16 +17,6 @@ from pikfix_cli.app import app
 
 runner = CliRunner()
 NOT_AN_IMAGE = "not an image file (unknown format or damaged header)"  # pikfix.imageio's reason
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One torch thread: these tests run tiny batches, and on a busy 2-core machine OpenMP's
-    busy-waiting made 2 threads up to 50x slower than 1 (measured); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _photo(path: Path, seed: int) -> Path:

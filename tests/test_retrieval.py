@@ -31,16 +31,6 @@ from pikfix.retrieval.update import photo_grey
 N_REFS = 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One torch thread: these tests run tiny batches, and on a busy 2-core machine OpenMP's
-    busy-waiting made 2 threads up to 50x slower than 1 (measured); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _photo(seed: int, size: int = 96) -> np.ndarray:
     """A distinct synthetic colour picture: a smooth random colour field plus a few shapes."""
     rng = np.random.default_rng(seed)
