@@ -62,6 +62,16 @@ def _imagenet_input(grey: torch.Tensor) -> torch.Tensor:
     return (rgb - mean) / std
 
 
+def tapped_outputs(layers: nn.Module, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
+    """Run ``x`` through a sequence of layers, keeping the outputs of the layers at ``taps``."""
+    feats = []
+    for i, layer in enumerate(layers):
+        x = layer(x)
+        if i in taps:
+            feats.append(x)
+    return feats
+
+
 def hub_cache_file(url: str) -> Path:
     """Where torch hub caches a downloaded checkpoint (``$TORCH_HOME/hub/checkpoints``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
@@ -165,12 +175,7 @@ class EfficientNetLite0Backbone(Backbone):
     def forward(self, grey: torch.Tensor) -> list[torch.Tensor]:
         rgb = grey_to_rgb(grey)
         x = self.act(self.stem((rgb * 255.0 - 127.0) / 128.0))  # TF-lite normalisation
-        feats = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in self._taps:
-                feats.append(x)
-        return feats
+        return tapped_outputs(self.blocks, x, self._taps)
 
 
 class ConvNetBackbone(Backbone):
@@ -231,13 +236,7 @@ class VGG19Features(nn.Module):
         return super().train(False)
 
     def forward(self, grey: torch.Tensor) -> list[torch.Tensor]:
-        x = _imagenet_input(grey)
-        feats = []
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i in self.taps:
-                feats.append(x)
-        return feats
+        return tapped_outputs(self.layers, _imagenet_input(grey), self.taps)
 
 
 BACKBONES = ("resnet34", "efficientnet_lite0", "convnet")
