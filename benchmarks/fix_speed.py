@@ -10,20 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from pikfix.bench_data import BenchError
 from pikfix.benchmark import run_speed
-
-
-def _show(result: dict[str, Any]) -> None:
-    where = f"{result['preset']:6s} {result['megapixels']:6.2f} MP on {result['device']}"
-    if "error" in result:
-        print(f"{where}: failed ({result['error']})", flush=True)
-        return
-    cuda = f", CUDA peak {result['cuda_peak_mib']:.0f} MiB" if result["cuda_peak_mib"] else ""
-    print(f"{where}: {result['seconds']:8.2f} s, {result['megapixels_per_second']:.3f} MP/s, "
-          f"peak RSS {result['peak_rss_mib']:.0f} MiB{cuda}", flush=True)
+from pikfix.speed import describe
 
 
 def main() -> None:
@@ -37,7 +27,8 @@ def main() -> None:
     args = parser.parse_args()
 
     try:
-        results = run_speed(args.presets, args.megapixels, args.device, args.work_size, args.tile, on_case=_show)
+        results = run_speed(args.presets, args.megapixels, args.device, args.work_size, args.tile,
+                            on_case=lambda result: print(describe(result), flush=True))
     except BenchError as err:
         parser.error(str(err))
     if args.out:

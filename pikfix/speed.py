@@ -50,6 +50,16 @@ def synthetic_photo(megapixels: float, seed: int = 0) -> np.ndarray:
     return img.unsqueeze(-1).expand(height, width, 3).numpy()
 
 
+def describe(result: dict) -> str:
+    """One line for a speed case (a ``SpeedResult.to_dict()``, or a failed case with "error")."""
+    where = f"{result['preset']:6s} {result['megapixels']:6.2f} MP on {result['device']}"
+    if "error" in result:
+        return f"{where}: failed ({result['error']})"
+    cuda = f", CUDA peak {result['cuda_peak_mib']:.0f} MiB" if result["cuda_peak_mib"] else ""
+    return (f"{where}: {result['seconds']:8.2f} s, {result['megapixels_per_second']:.3f} MP/s, "
+            f"peak RSS {result['peak_rss_mib']:.0f} MiB{cuda}")
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

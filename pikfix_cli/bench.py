@@ -207,14 +207,13 @@ def _speed(out: Path, presets: list[str], sizes: list[float], device: str, work_
     from pikfix.benchmark import run_speed
     from pikfix.pipeline import resolve_device
 
+    from pikfix.speed import describe
+
     def show(result: dict[str, Any]) -> None:
-        where = f"{result['preset']:6s} {result['megapixels']:6.2f} MP on {result['device']}"
         if "error" in result:
-            warn(f"{where}: failed ({result['error']})")
+            warn(describe(result))
         else:
-            cuda = f", CUDA peak {result['cuda_peak_mib']:.0f} MiB" if result["cuda_peak_mib"] else ""
-            console.print(f"{where}: {result['seconds']:8.2f} s, {result['megapixels_per_second']:.3f} MP/s, "
-                          f"peak RSS {result['peak_rss_mib']:.0f} MiB{cuda}")
+            console.print(describe(result))
 
     _make_out(out)
     console.print(f"timing {len(presets) * len(sizes)} cases, one process each (cached in {out / 'cache'})")
