@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from pikfix.bench_data import BenchError
-from pikfix.benchmark import run_speed
-from pikfix.speed import describe
+from pikfix.benchmark.data import BenchError
+from pikfix.benchmark.runner import run_speed
+from pikfix.benchmark.speed import describe
 
 
 def main() -> None:

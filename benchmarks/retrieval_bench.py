@@ -5,7 +5,7 @@
 1. Indexing: `build_or_update` on the photo folder into a temporary store (cold, including
    the network's start-up), then an unchanged rerun.
 2. Accuracy: every photo becomes a grey query, lightly damaged (5 % crop, blur, noise, a white
-   scratch, JPEG 60) and fully damaged (the same crop, then `pikfix.degradation`'s training
+   scratch, JPEG 60) and fully damaged (the same crop, then `pikfix.training.degradation`'s training
    recipe), and is searched among all the colour photos. Reported: its own colour original at
    rank 1 and in the top 5, and for photos with a category in their name (animal, monument,
    musician, sea) how often the best *other* photo shares it (a related reference is what a
@@ -32,9 +32,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from pikfix.color import normalize_l
-from pikfix.degradation import degrade_seeded
+from pikfix.training.degradation import degrade_seeded
 from pikfix.imageio import find_images, read_image
-from pikfix.pipeline import luminance, resolve_device
+from pikfix.color import luminance
+from pikfix.device import resolve_device
 from pikfix.retrieval import DescriptorExtractor, ReferenceStore, build_or_update
 from pikfix.retrieval.descriptor import prepare_grey
 from pikfix.retrieval.store import RERANK_CANDIDATES
@@ -86,7 +87,7 @@ def _light_damage(rgb: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _full_damage(rgb: np.ndarray, seed: int) -> np.ndarray:
-    """Cropped, then pikfix.degradation's training recipe -> Lab L (H, W) in [0, 100]."""
+    """Cropped, then pikfix.training.degradation's training recipe -> Lab L (H, W) in [0, 100]."""
     cropped = _crop(rgb, np.random.default_rng(seed)).astype(np.float32) / 255.0
     grey = degrade_seeded(cropped, seed).grey  # sRGB-encoded grey with the L of the damaged photo
     return luminance(np.repeat(grey[:, :, None], 3, axis=2))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pikfix.degradation import degrade_seeded
+from pikfix.training.degradation import degrade_seeded
 from pikfix.imageio import from_float, read_image, to_float, write_image
 
 PHOTOS = ["gcompris__animals-dog.jpg", "gcompris__animals-horse.jpg", "gcompris__animals-koala.jpg",

@@ -6,6 +6,7 @@ code serves single images, batches and image strips.  sRGB values are in [0, 1].
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # sRGB primaries -> CIE XYZ (D65), IEC 61966-2-1.
@@ -106,3 +107,15 @@ def grey_to_rgb(l_norm: torch.Tensor) -> torch.Tensor:
     l = denormalize_l(l_norm)
     lab = torch.cat([l, torch.zeros_like(l), torch.zeros_like(l)], dim=-3)
     return lab_to_rgb(lab)
+
+
+STRIP_ROWS = 256  # rows per colour-conversion strip: bounds the memory of full-size conversions
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """Lab L (H, W) float32 in [0, 100] of an sRGB image (H, W, 3) in [0, 1], in row strips."""
+    out = np.empty(rgb.shape[:2], dtype=np.float32)
+    for y in range(0, rgb.shape[0], STRIP_ROWS):
+        strip = torch.from_numpy(np.ascontiguousarray(rgb[y : y + STRIP_ROWS], dtype=np.float32))
+        out[y : y + STRIP_ROWS] = rgb_to_lab(strip.permute(2, 0, 1))[0].numpy()
+    return out

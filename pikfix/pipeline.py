@@ -24,36 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from pikfix.checkpoint import load_checkpoint
-from pikfix.color import denormalize_ab, lab_to_rgb, normalize_ab, normalize_l, rgb_to_lab
+from pikfix.color import STRIP_ROWS, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, rgb_to_lab
+from pikfix.device import resolve_device
 from pikfix.model import PikFix
 from pikfix.tiling import restore_tiled
-
-STRIP_ROWS = 256  # rows per colour-conversion strip
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; otherwise the named device (validated)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
-    return device
-
 
 def working_size(h: int, w: int, limit: int) -> tuple[int, int]:
     """(h, w) scaled down so the longer side is at most ``limit`` (never scaled up)."""
     scale = min(1.0, limit / max(h, w))
     return max(1, round(h * scale)), max(1, round(w * scale))
-
-
-def luminance(rgb: np.ndarray) -> np.ndarray:
-    """Lab L (H, W) float32 in [0, 100] of an sRGB image (H, W, 3) in [0, 1], in row strips."""
-    out = np.empty(rgb.shape[:2], dtype=np.float32)
-    for y in range(0, rgb.shape[0], STRIP_ROWS):
-        strip = torch.from_numpy(np.ascontiguousarray(rgb[y : y + STRIP_ROWS], dtype=np.float32))
-        out[y : y + STRIP_ROWS] = rgb_to_lab(strip.permute(2, 0, 1))[0].numpy()
-    return out
 
 
 def lab_image(l: np.ndarray, ab: torch.Tensor) -> np.ndarray:

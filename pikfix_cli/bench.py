@@ -10,7 +10,7 @@ import typer
 from pikfix_cli.common import console, fail, progress_bar, warn
 
 if TYPE_CHECKING:  # torch-heavy imports stay out of `pikfix --help`
-    from pikfix.bench_data import Dataset
+    from pikfix.benchmark.data import Dataset
 
 DEFAULT_PRESETS = ("lite", "paper")
 DEFAULT_SIZES = (0.25, 1.0, 12.0, 24.0)
@@ -45,7 +45,7 @@ def bench(
     sizes: list[str] = typer.Option([], "--sizes", help="--speed: megapixels, comma-separated [0.25,1,12,24]."),
 ) -> None:
     """Benchmark restoration + colorization against ground truth (PSNR, SSIM, LPIPS, colourfulness, speed)."""
-    from pikfix.bench_data import BenchError
+    from pikfix.benchmark.data import BenchError
 
     try:
         if speed:
@@ -105,7 +105,7 @@ def _dataset(
     colorization_only: bool, val_split: bool, val_fraction: float, seed: int,
 ) -> "Dataset":
     """Exactly one test set from the options, with its unusable files listed as warnings."""
-    from pikfix.bench_data import realold_pairs, stem_pairs, synthetic_set
+    from pikfix.benchmark.data import realold_pairs, stem_pairs, synthetic_set
 
     sources = sum(x is not None for x in (realold, synthetic)) + (inputs is not None or targets is not None)
     if sources != 1:
@@ -129,7 +129,7 @@ def _dataset(
 
 def _reference_mode(ref_mode: Optional[str], ref: Optional[Path], refs: Optional[Path], index: Optional[Path]) -> str:
     """The reference mode asked for, or the one implied by --ref / --refs / --index."""
-    from pikfix.bench_data import REF_MODES
+    from pikfix.benchmark.data import REF_MODES
 
     if refs is not None and index is not None:
         raise fail("give either --refs DIR or --index STORE, not both")
@@ -150,9 +150,9 @@ def _reference_mode(ref_mode: Optional[str], ref: Optional[Path], refs: Optional
 
 
 def _quality(out: Path, dataset: "Dataset", mode: str, config: dict[str, Any]) -> None:
-    from pikfix.bench_data import References, StoreRetriever
-    from pikfix.bench_report import summarize_run, write_quality_report
-    from pikfix.benchmark import Classical, GreyInput, Method, load_models, run_quality
+    from pikfix.benchmark.data import References, StoreRetriever
+    from pikfix.benchmark.report import summarize_run, write_quality_report
+    from pikfix.benchmark.runner import Classical, GreyInput, Method, load_models, run_quality
 
     models = load_models([Path(m) for m in config["models"]], config["device"], config["work_size"],
                          config["tile"], config["tile_overlap"])
@@ -203,11 +203,11 @@ def _print_quality(summary: dict[str, dict[str, Any]]) -> None:
 
 def _speed(out: Path, presets: list[str], sizes: list[float], device: str, work_size: int, tile: int,
            fresh: bool) -> None:
-    from pikfix.bench_report import write_speed_report
-    from pikfix.benchmark import run_speed
-    from pikfix.pipeline import resolve_device
+    from pikfix.benchmark.report import write_speed_report
+    from pikfix.benchmark.runner import run_speed
+    from pikfix.device import resolve_device
 
-    from pikfix.speed import describe
+    from pikfix.benchmark.speed import describe
 
     def show(result: dict[str, Any]) -> None:
         if "error" in result:

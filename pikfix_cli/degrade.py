@@ -1,6 +1,6 @@
 """`pikfix degrade`: write synthetic old-photo versions of clean photos, to look at the damage.
 
-The training data loaders use the same `pikfix.degradation` recipe, so this command shows a
+The training data loaders use the same `pikfix.training.degradation` recipe, so this command shows a
 person exactly what the restoration sub-net learns to undo, and lets them try a config file.
 """
 
@@ -19,7 +19,7 @@ from pikfix_cli.common import console, fail
 if TYPE_CHECKING:  # keep `pikfix --help` light: numpy and Pillow load only when the command runs
     import numpy as np
 
-    from pikfix.degradation import DegradationConfig
+    from pikfix.training.degradation import DegradationConfig
 
 
 def _write_grey(array: "np.ndarray", dest: Path) -> None:
@@ -43,7 +43,7 @@ def _write_grey(array: "np.ndarray", dest: Path) -> None:
 
 def _load_config(path: Optional[Path]) -> "DegradationConfig":
     """The default recipe, or the one in a JSON file (partial: missing keys keep their defaults)."""
-    from pikfix.degradation import DegradationConfig
+    from pikfix.training.degradation import DegradationConfig
 
     if path is None:
         return DegradationConfig()
@@ -72,7 +72,7 @@ def degrade(
     import numpy as np
 
     from pikfix import imageio
-    from pikfix.degradation import degrade as degrade_photo
+    from pikfix.training.degradation import degrade as degrade_photo
 
     cfg = _load_config(config)
     try:

@@ -26,9 +26,9 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
 ) -> None:
     """Train Pik-Fix end to end (restoration + similarity + colorization) with synthetic damage."""
-    from pikfix.data import DataError
-    from pikfix.pipeline import resolve_device
-    from pikfix.training import Trainer, TrainConfig, TrainError
+    from pikfix.training.data import DataError
+    from pikfix.device import resolve_device
+    from pikfix.training.trainer import Trainer, TrainConfig, TrainError
 
     try:
         raw = json.loads(config.read_text()) if config else {}

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pikfix import baselines
-from pikfix.baselines import classical_baseline, classical_restore, grey_baseline, reinhard_transfer
+from pikfix.benchmark import baselines
+from pikfix.benchmark.baselines import classical_baseline, classical_restore, grey_baseline, reinhard_transfer
 from pikfix.metrics import colorfulness
 
 skcolor = pytest.importorskip("skimage.color")

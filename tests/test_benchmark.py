@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pikfix import data
-from pikfix.bench_data import (
+from pikfix.training import data
+from pikfix.benchmark.data import (
     GT_CROP,
     BenchError,
     Dataset,
@@ -26,10 +26,10 @@ from pikfix.bench_data import (
     stem_pairs,
     synthetic_set,
 )
-from pikfix.bench_report import write_quality_report
-from pikfix.benchmark import Method, _speed_case, run_quality, run_speed, score
+from pikfix.benchmark.report import write_quality_report
+from pikfix.benchmark.runner import Method, _speed_case, run_quality, run_speed, score
 from pikfix.checkpoint import save_checkpoint
-from pikfix.degradation import to_grey
+from pikfix.training.degradation import to_grey
 from pikfix.imageio import read_image, to_float
 from pikfix.metrics import lpips_status
 from pikfix.model import build_model

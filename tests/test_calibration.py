@@ -2,7 +2,7 @@
 
 import torch
 
-from pikfix.calibration import GateSample, apply_gate, fit_gate
+from pikfix.training.calibration import GateSample, apply_gate, fit_gate
 from pikfix.model import build_model
 
 

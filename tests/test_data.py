@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from pikfix.color import normalize_ab, normalize_l, rgb_to_lab
-from pikfix.data import REF_OTHER_IMAGE, REF_SAME_IMAGE, DataConfig, DataError, PairDataset, scan_images, split
+from pikfix.training.data import REF_OTHER_IMAGE, REF_SAME_IMAGE, DataConfig, DataError, PairDataset, scan_images, split
 
 CROP = 32
 # Distinct solid colours, so the photo a reference came from can be told by its mean chroma.

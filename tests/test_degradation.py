@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from pikfix import degradation as D
+from pikfix.training import degradation as D
 from pikfix.color import rgb_to_lab
-from pikfix.degradation import DegradationConfig
+from pikfix.training.degradation import DegradationConfig
 from pikfix_cli.app import app
 
 DEFECT_OPS = [D.add_scratches, D.add_cracks, D.add_dust, D.add_tears, D.add_creases]

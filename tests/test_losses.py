@@ -7,7 +7,7 @@ from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from pikfix.backbones import WeightsUnavailableError, hub_cache_file
-from pikfix.losses import LossConfig, PatchDiscriminator, PerceptualLoss, PikFixLoss, emd_loss
+from pikfix.training.losses import LossConfig, PatchDiscriminator, PerceptualLoss, PikFixLoss, emd_loss
 from pikfix.model import PikFixOutput
 from pikfix.nets.sphist import SPHist
 

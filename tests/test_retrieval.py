@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from pikfix.backbones import WeightsUnavailableError
-from pikfix.pipeline import luminance
+from pikfix.color import luminance
 from pikfix.retrieval import (
     DescriptorExtractor,
     ReferenceStore,

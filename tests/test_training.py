@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pikfix.checkpoint import load_checkpoint
-from pikfix.training import Trainer, TrainConfig, TrainError
+from pikfix.training.trainer import Trainer, TrainConfig, TrainError
 from pikfix_cli.app import app
 
 CROP = 32

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pikfix.calibration import GateSample, apply_gate, fit_gate
+from pikfix.training.calibration import GateSample, apply_gate, fit_gate
 from pikfix.checkpoint import load_checkpoint, save_checkpoint
-from pikfix.data import DataConfig, scan_images, split
+from pikfix.training.data import DataConfig, scan_images, split
 from pikfix.imageio import read_image, to_float
 from pikfix.pipeline import FixPipeline
 from pikfix.retrieval import ReferenceStore, build_or_update

@@ -83,7 +83,7 @@ class ColorizationNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
         # Confidence gate: chroma is scaled by clamp((confidence - threshold) * slope, 0, 1), so
         # where the reference matches poorly the colour fades to grey instead of going wrong.
-        # Fitted after training (``pikfix.calibration``); the defaults let everything through.
+        # Fitted after training (``pikfix.training.calibration``); the defaults let everything through.
         self.register_buffer("gate_threshold", torch.tensor(-1.0))
         self.register_buffer("gate_slope", torch.tensor(1000.0))
 

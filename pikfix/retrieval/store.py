@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from pikfix.color import normalize_l
-from pikfix.pipeline import resolve_device
+from pikfix.device import resolve_device
 from pikfix.retrieval.descriptor import (
     DEFAULT_FEATURES,
     DescriptorExtractor,

@@ -34,7 +34,7 @@ from pikfix import __version__
 from pikfix.atomic import write_text_atomic
 from pikfix.color import normalize_l, rgb_to_lab
 from pikfix.imageio import IMAGE_SUFFIXES, ImageReadError, find_images, read_image
-from pikfix.pipeline import resolve_device
+from pikfix.device import resolve_device
 from pikfix.retrieval.background import map_in_background
 from pikfix.retrieval.descriptor import DEFAULT_FEATURES, DescriptorExtractor, prepare_grey, resolve_features
 from pikfix.retrieval.store import (

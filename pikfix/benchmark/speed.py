@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from pikfix.model import build_model
-from pikfix.pipeline import FixPipeline, resolve_device
+from pikfix.device import resolve_device
+from pikfix.pipeline import FixPipeline
 
 
 @dataclass

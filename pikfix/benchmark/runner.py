@@ -1,13 +1,13 @@
 """The benchmark behind `pikfix bench`: methods, the cached quality runner, and speed cases.
 
 A quality run scores every method on the same photos with the same references
-(``pikfix.bench_data``): the models given as checkpoints and two training-free baselines
-(``pikfix.baselines``). Each (method, photo) result is written to
+(``pikfix.benchmark.data``): the models given as checkpoints and two training-free baselines
+(``pikfix.benchmark.baselines``). Each (method, photo) result is written to
 ``OUT/cache/<method-slug>/<image-id>.json`` the moment it exists, together with a fingerprint
 of everything that changes its numbers, so an interrupted run resumes where it stopped and a
 run with other settings never reuses stale numbers. Photos are processed one at a time at
 full resolution, so memory is bounded by the largest photo, not by the size of the test set.
-Report files are written by ``pikfix.bench_report``.
+Report files are written by ``pikfix.benchmark.report``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 
 from pikfix.atomic import write_text_atomic
-from pikfix.baselines import classical_baseline, grey_baseline
-from pikfix.bench_data import (
+from pikfix.benchmark.baselines import classical_baseline, grey_baseline
+from pikfix.benchmark.data import (
     BenchError,
     Dataset,
     References,
@@ -46,9 +46,10 @@ from pikfix.checkpoint import CheckpointError, read_header
 from pikfix.config import preset_config
 from pikfix.imageio import ImageReadError, from_float, write_image
 from pikfix.metrics import LPIPSMetric, colorfulness, lpips_status, psnr, ssim
-from pikfix.pipeline import FixPipeline, resolve_device
+from pikfix.device import resolve_device
+from pikfix.pipeline import FixPipeline
 from pikfix.retrieval.store import sha256_file
-from pikfix.speed import peak_rss_mib
+from pikfix.benchmark.speed import peak_rss_mib
 
 THUMB_HEIGHT = 160  # px; cached thumbnails for the contact sheets
 
@@ -375,7 +376,7 @@ def _run_sample(run: QualityRun, sample: Sample, lpips_metric: LPIPSMetric | Non
 # Each case runs in a fresh interpreter: peak RSS is a per-process high-water mark.
 _SPEED_CHILD = (
     "import json, sys\n"
-    "from pikfix.speed import time_fix\n"
+    "from pikfix.benchmark.speed import time_fix\n"
     "print(json.dumps(time_fix(**json.loads(sys.argv[1])).to_dict()))\n"
 )
 

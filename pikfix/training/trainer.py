@@ -36,8 +36,8 @@ from pikfix.atomic import atomic_path
 from pikfix.checkpoint import save_checkpoint
 from pikfix.color import denormalize_ab, denormalize_l, lab_to_rgb
 from pikfix.config import ModelConfig, preset_config, reject_unknown_keys
-from pikfix.data import DataConfig, PairDataset, scan_images, split
-from pikfix.losses import LossConfig, PatchDiscriminator, PikFixLoss
+from pikfix.training.data import DataConfig, PairDataset, scan_images, split
+from pikfix.training.losses import LossConfig, PatchDiscriminator, PikFixLoss
 from pikfix.metrics import psnr, ssim
 from pikfix.model import PikFix
 

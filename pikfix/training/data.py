@@ -1,7 +1,7 @@
 """Training data: a folder of colour photos -> (damaged grey input, clean target, reference) crops.
 
 Pik-Fix learns from synthetic pairs (paper 4.1): a random crop of a colour photo is the target,
-the same crop damaged by ``pikfix.degradation`` and turned grey is the input, and a colour
+the same crop damaged by ``pikfix.training.degradation`` and turned grey is the input, and a colour
 reference is made in one of two ways, which the paper alternates:
 
 * same-image: another crop of the same photo at a different location (the location change is
@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 
 from pikfix.color import normalize_ab, normalize_l, rgb_to_lab, rgb_to_luminance
 from pikfix.config import reject_unknown_keys
-from pikfix.degradation import DegradationConfig, degrade, to_grey
+from pikfix.training.degradation import DegradationConfig, degrade, to_grey
 from pikfix.imageio import ImageReadError, find_images, read_image, to_float
 
 REFERENCE_MODES = ("alternate", "same-image", "other-image")

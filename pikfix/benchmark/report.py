@@ -1,6 +1,6 @@
 """Report files of `pikfix bench`: report.json, a CSV, report.md, contact sheets and a bar chart.
 
-Everything is computed from the per-image records of ``pikfix.benchmark``, so a report can be
+Everything is computed from the per-image records of ``pikfix.benchmark.runner``, so a report can be
 rewritten from the cache at any time. JSON has no infinity, so a PSNR of identical images is
 written as the string ``"inf"``; summaries average the finite values and count the others.
 The chart is drawn with Pillow alone.
@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pikfix import __version__
 from pikfix.atomic import write_text_atomic
-from pikfix.benchmark import THUMB_HEIGHT, QualityRun
+from pikfix.benchmark.runner import THUMB_HEIGHT, QualityRun
 from pikfix.imageio import read_image, write_image
 from pikfix.metrics import Summary, summarize
 from pikfix.sheet import grid

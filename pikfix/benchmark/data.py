@@ -1,4 +1,4 @@
-"""Test sets and colour references for `pikfix bench` (the runner is ``pikfix.benchmark``).
+"""Test sets and colour references for `pikfix bench` (the runner is ``pikfix.benchmark.runner``).
 
 Test sets:
 
@@ -10,7 +10,7 @@ Test sets:
   ``12-T_colour.tif``, but not with ``112t.jpg``.
 * Generic pairs (``stem_pairs``): ``inputs/x.jpg`` pairs with ``targets/x.png`` (same stem).
 * Synthetic (``synthetic_set``): clean colour photos, damaged on the fly by
-  ``pikfix.degradation`` with a per-photo seed, or only turned grey (colorization only).
+  ``pikfix.training.degradation`` with a per-photo seed, or only turned grey (colorization only).
 
 Files without a partner, or with an ambiguous one, are listed in ``Dataset.skipped``.
 """
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pikfix.data import DataConfig, DataError, scan_images, split
-from pikfix.degradation import degrade_seeded, to_grey
+from pikfix.training.data import DataConfig, DataError, scan_images, split
+from pikfix.training.degradation import degrade_seeded, to_grey
 from pikfix.imageio import ImageReadError, find_images, read_image, to_float
-from pikfix.pipeline import luminance
+from pikfix.color import luminance
 from pikfix.retrieval.store import sha256_file
 
 REF_MODES = ("file", "auto", "ground-truth-crop", "random-other")
@@ -80,7 +80,7 @@ class Dataset:
         what = {
             "realold": "real old photos with restored ground truth (RealOld naming)",
             "pairs": "old photos paired with ground truth by file stem",
-            "synthetic": f"clean colour photos damaged by pikfix.degradation (seed {self.seed})",
+            "synthetic": f"clean colour photos damaged by pikfix.training.degradation (seed {self.seed})",
             "colorization": "clean colour photos turned grey without damage (colorization only)",
         }[self.kind]
         return f"{len(self.samples)} images from {self.source}: {what}"

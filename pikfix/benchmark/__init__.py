@@ -1,0 +1,1 @@
+"""Benchmark room: bench data, the runner, classical baselines, reports and speed cases."""

@@ -1,0 +1,1 @@
+"""Training room: synthetic damage, data with references, losses, the trainer and calibration."""
