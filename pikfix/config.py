@@ -29,6 +29,7 @@ class RestorationConfig:
     blocks: int = 3  # residual dense blocks per level
     units: int = 4  # dense units per block
     scales: tuple[int, ...] = (1, 4, 8)  # input scale of each level (full, 1/4, 1/8)
+    detector_width: int = 0  # width of the damage detector (mask head); 0: none, the paper's net
 
 
 @dataclass
@@ -91,15 +92,16 @@ def _sub(kind: type, data: dict[str, Any], section: str) -> Any:
 
 
 def _paper() -> ModelConfig:
-    """Close to the paper's sizes (ResNet34 similarity, DenseNet 6/12/24/16 encoder, 256 bins)."""
-    return ModelConfig(preset="paper")
+    """Close to the paper's sizes (ResNet34 similarity, DenseNet 6/12/24/16 encoder, 256 bins),
+    plus the damage detector."""
+    return ModelConfig(preset="paper", restoration=RestorationConfig(detector_width=32))
 
 
 def _lite() -> ModelConfig:
     """Small enough for CPU use: narrow sub-nets, 32 bins, the offline ImageNet EfficientNet-lite0."""
     return ModelConfig(
         preset="lite",
-        restoration=RestorationConfig(channels=24, growth=12, blocks=2, units=3),
+        restoration=RestorationConfig(channels=24, growth=12, blocks=2, units=3, detector_width=16),
         similarity=SimilarityConfig(
             backbone="efficientnet_lite0", backbone_weights="imagenet", channels=32, temperature=0.05
         ),
@@ -114,7 +116,7 @@ def _tiny() -> ModelConfig:
     """For tests and smoke runs only: smallest widths, a from-scratch backbone, no downloads."""
     return ModelConfig(
         preset="tiny",
-        restoration=RestorationConfig(channels=8, growth=4, blocks=1, units=2),
+        restoration=RestorationConfig(channels=8, growth=4, blocks=1, units=2, detector_width=4),
         similarity=SimilarityConfig(backbone="convnet", backbone_widths=(8, 12, 16, 16), channels=8),
         colorization=ColorizationConfig(
             stem=8, growth=4, bottleneck=2, block_units=(1, 1, 1, 1), widths=(8, 12, 16, 16),

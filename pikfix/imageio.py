@@ -124,6 +124,31 @@ def read_image(path: str | os.PathLike[str], max_megapixels: float = 200.0) -> L
     )
 
 
+_MASK_MODES = {"1": 1.0, "L": 255.0, "I;16": 65535.0, "I": 65535.0, "F": 1.0}  # mode -> white value
+
+
+def read_mask(path: str | os.PathLike[str], max_megapixels: float = 200.0) -> np.ndarray:
+    """A damage mask (H, W) float32 in [0, 1], white = damaged, or ``ImageReadError``.
+
+    A mask must be one channel (greyscale or black-and-white): an RGB or palette file is more
+    likely a photo given by mistake than a mask, so it is refused rather than guessed at.
+    EXIF orientation is applied, as for the photo it belongs to.
+    """
+    path = Path(path)
+    with _open_checked(path, max_megapixels) as img:
+        if img.mode not in _MASK_MODES:
+            raise ImageReadError(path, f"a mask must be one channel (greyscale, white = damaged), got mode {img.mode}")
+        try:
+            img.load()
+            upright = ImageOps.exif_transpose(img)
+        except Image.DecompressionBombError as exc:
+            raise ImageReadError(path, _beyond_pillow_guard(max_megapixels)) from exc
+        except _DECODE_ERRORS as exc:
+            raise ImageReadError(path, _corrupt(exc)) from exc
+        white = _MASK_MODES[img.mode]
+        return np.clip(np.asarray(upright, dtype=np.float32) / white, 0.0, 1.0)
+
+
 def read_image_header(path: str | os.PathLike[str], max_megapixels: float = 200.0) -> tuple[int, int]:
     """Return the upright (width, height) of ``path`` without decoding pixels, for memory planning.
 
@@ -173,6 +198,18 @@ def write_image(
                 _save_with_pillow(tmp, fmt, _to_8bit(pixels), icc_profile, quality)
     except (OSError, ValueError) as exc:  # ValueError: encoder limits, e.g. WebP's 16383 px
         raise ImageWriteError(path, _describe_error(exc)) from exc
+
+
+def write_mask(path: str | os.PathLike[str], mask: np.ndarray) -> None:
+    """Write a damage mask (H, W) in [0, 1] atomically as an 8-bit one-channel PNG (white =
+    damaged), the form ``read_mask`` takes back, so a saved mask can be edited and reused."""
+    path = Path(path)
+    pixels = np.round(np.clip(mask, 0.0, 1.0) * 255.0).astype(np.uint8)
+    try:
+        with atomic_path(path) as tmp:
+            Image.fromarray(pixels).save(tmp, format="PNG")
+    except OSError as exc:
+        raise ImageWriteError(path, exc.strerror or str(exc)) from exc
 
 
 def to_float(pixels: np.ndarray) -> np.ndarray:

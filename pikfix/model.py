@@ -15,7 +15,7 @@ from torch import nn
 
 from pikfix.config import ModelConfig, preset_config
 from pikfix.nets.colorization import ColorizationNet
-from pikfix.nets.restoration import RestorationNet
+from pikfix.nets.restoration import RestorationNet, RestorationOutput
 from pikfix.nets.similarity import SimilarityNet
 from pikfix.nets.sphist import SPHist
 
@@ -33,11 +33,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 @dataclass
 class PikFixOutput:
-    """Restored L, predicted ab, and the similarity confidences (finest scale first)."""
+    """Restored L, predicted ab, the similarity confidences (finest scale first) and the damage
+    detector's mask logits (None without a detector)."""
 
     l: torch.Tensor
     ab: torch.Tensor
     confidence: list[torch.Tensor]
+    mask_logits: torch.Tensor | None = None
 
 
 class PikFix(nn.Module):
@@ -54,10 +56,13 @@ class PikFix(nn.Module):
         self.sphist = SPHist(cc.bins, cc.sigma)
         self.colorization = ColorizationNet(cc)
 
-    def restore(self, l: torch.Tensor) -> torch.Tensor:
-        """Degraded L (B, 1, H, W) -> restored L, any H and W."""
+    def restore(self, l: torch.Tensor, mask: torch.Tensor | None = None) -> RestorationOutput:
+        """Degraded L (B, 1, H, W) -> restored L and damage mask, any H and W; ``mask`` (same
+        size, 1 = damaged) replaces the detector's."""
         h, w = l.shape[-2:]
-        return self.restoration(pad_to_multiple(l, self.restoration.multiple))[..., :h, :w]
+        multiple = self.restoration.multiple
+        padded_mask = None if mask is None else pad_to_multiple(mask, multiple)
+        return self.restoration(pad_to_multiple(l, multiple), padded_mask).crop(h, w)
 
     def reference_histograms(self, ref_ab: torch.Tensor) -> list[torch.Tensor]:
         """SPHist of the reference chroma at the four fusion scales; ``ref_ab`` is padded to 32."""
@@ -79,11 +84,13 @@ class PikFix(nn.Module):
         ab = self.colorization(lp, hists, confidence, prior)[..., :h, :w]
         return ab, confidence
 
-    def forward(self, l: torch.Tensor, ref_l: torch.Tensor, ref_ab: torch.Tensor) -> PikFixOutput:
+    def forward(
+        self, l: torch.Tensor, ref_l: torch.Tensor, ref_ab: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> PikFixOutput:
         """End to end, as trained: degraded L + reference Lab -> restored L and its ab."""
-        restored = self.restore(l)
-        ab, confidence = self.colorize(restored, ref_l, ref_ab)
-        return PikFixOutput(l=restored, ab=ab, confidence=confidence)
+        restored = self.restore(l, mask)
+        ab, confidence = self.colorize(restored.l, ref_l, ref_ab)
+        return PikFixOutput(l=restored.l, ab=ab, confidence=confidence, mask_logits=restored.mask_logits)
 
 
 def build_model(preset: str | ModelConfig = "lite") -> PikFix:

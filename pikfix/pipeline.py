@@ -1,7 +1,11 @@
 """The inference pipeline shared by `pikfix fix`, the benchmark and the Python API.
 
-Restoration runs on the luminance at full resolution, tile by tile.  Colour is predicted at a
-bounded working size (the similarity matrices grow with the square of the pixel count) and
+Restoration runs on the luminance, tile by tile, at full resolution up to ``restore_size``
+(2048 px long side by default, the scan sizes it was trained on). A larger scan is repaired
+at that size, where its defects look as in training; the repair is then put on the full-
+resolution L: inside the damage mask the repaired pixels replace the scan's, elsewhere only
+the repair's smooth corrections (tone, stains) are added, so fine detail and grain stay
+the scan's own. Colour is predicted at a bounded working size (the similarity matrices grow with the square of the pixel count) and
 the predicted chroma is upsampled onto the full-resolution restored luminance, as DDColor and
 DeOldify do.  Colour conversions run in row strips so that peak memory stays a small multiple
 of the photo's own size even for 24+ megapixel scans.
@@ -35,6 +39,18 @@ def working_size(h: int, w: int, limit: int) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
+def _resample_rows(small: torch.Tensor, h: int, w: int, y0: int, y1: int) -> torch.Tensor:
+    """Rows y0:y1 of ``small`` (1, C, h', w') bilinearly resized to (h, w), as (1, C, y1 - y0, w):
+    strip by strip, the full-size array never exists in memory at once."""
+    sy, sx = small.shape[-2] / h, small.shape[-1] / w
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * sx - 0.5
+    gx = xs / max(small.shape[-1] - 1, 1) * 2 - 1 if small.shape[-1] > 1 else torch.zeros(w)
+    ys = (torch.arange(y0, y1, dtype=torch.float32) + 0.5) * sy - 0.5
+    gy = ys / max(small.shape[-2] - 1, 1) * 2 - 1 if small.shape[-2] > 1 else torch.zeros(y1 - y0)
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).unsqueeze(0)
+    return F.grid_sample(small, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 def lab_image(l: np.ndarray, ab: torch.Tensor) -> np.ndarray:
     """Full-res L (H, W) in [0, 100] + normalised ab (1, 2, h, w) at any size -> sRGB (H, W, 3).
 
@@ -44,18 +60,39 @@ def lab_image(l: np.ndarray, ab: torch.Tensor) -> np.ndarray:
     h, w = l.shape
     ab = ab.float().cpu()
     out = np.empty((h, w, 3), dtype=np.float32)
-    sy, sx = ab.shape[-2] / h, ab.shape[-1] / w
-    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * sx - 0.5
-    gx = xs / max(ab.shape[-1] - 1, 1) * 2 - 1 if ab.shape[-1] > 1 else torch.zeros(w)
     for y0 in range(0, h, STRIP_ROWS):
         y1 = min(h, y0 + STRIP_ROWS)
-        ys = (torch.arange(y0, y1, dtype=torch.float32) + 0.5) * sy - 0.5
-        gy = ys / max(ab.shape[-2] - 1, 1) * 2 - 1 if ab.shape[-2] > 1 else torch.zeros(y1 - y0)
-        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).unsqueeze(0)
-        ab_strip = F.grid_sample(ab, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        ab_strip = _resample_rows(ab, h, w, y0, y1)
         lab = torch.cat([torch.from_numpy(l[y0:y1]).unsqueeze(0), denormalize_ab(ab_strip[0])], dim=0)
         out[y0:y1] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
     return out
+
+
+def _downscale(plane: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) float array -> (1, 1, h, w) area-averaged tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32)).view(1, 1, *plane.shape)
+    return F.interpolate(t, size=size, mode="area")
+
+
+def _put_repair_on_full(l: np.ndarray, l_small: torch.Tensor, repaired: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Full-res L (H, W) in [0, 100] + its repair at a smaller size (normalised L before and
+    after, and the mask) -> (repaired full-res L, full-res mask), in row strips.
+
+    Inside the mask the upsampled repair replaces the scan's pixels (a defect's sharp edges
+    at full resolution would survive adding a difference); outside it the difference is
+    added, which carries the smooth corrections and keeps the scan's fine detail.
+    """
+    h, w = l.shape
+    out, out_mask = np.empty_like(l), np.empty((h, w), dtype=np.float32)
+    difference = (repaired - l_small) * 50.0
+    for y0 in range(0, h, STRIP_ROWS):
+        y1 = min(h, y0 + STRIP_ROWS)
+        m = _resample_rows(mask, h, w, y0, y1)[0, 0]
+        replaced = (_resample_rows(repaired, h, w, y0, y1)[0, 0] + 1.0) * 50.0
+        added = torch.from_numpy(l[y0:y1]) + _resample_rows(difference, h, w, y0, y1)[0, 0]
+        out[y0:y1] = (m * replaced + (1 - m) * added).clamp(0.0, 100.0).numpy()
+        out_mask[y0:y1] = m.numpy()
+    return out, out_mask
 
 
 @dataclass
@@ -73,6 +110,16 @@ class FixResult:
     rgb: np.ndarray  # (H, W, 3) float32 in [0, 1], full resolution
     restored_l: np.ndarray  # (H, W) float32 Lab L in [0, 100]
     confidence: float  # mean similarity confidence at the finest scale, in [-1, 1]
+    mask: np.ndarray | None = None  # (H, W) damage mask in [0, 1] the repair used (None: no detector)
+
+
+@dataclass
+class Restored:
+    """Restored full-resolution L and the damage mask the repair used (None without a detector
+    and without a user mask)."""
+
+    l: np.ndarray  # (H, W) float32 Lab L in [0, 100]
+    mask: np.ndarray | None  # (H, W) float32 in [0, 1], 1 = damaged
 
 
 class FixPipeline:
@@ -85,15 +132,19 @@ class FixPipeline:
         work_size: int = 512,
         tile: int = 512,
         tile_overlap: int = 48,
+        restore_size: int = 2048,
     ) -> None:
         if work_size < 32:
             raise ValueError("work_size must be at least 32 pixels")
+        if restore_size < 64:
+            raise ValueError("restore_size must be at least 64 pixels")
         self.device = resolve_device(device) if isinstance(device, str) else device
         # channels_last makes the convolutions ~1.5x faster on CPU (oneDNN) and on GPUs.
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.work_size = work_size
         self.tile = tile
         self.tile_overlap = tile_overlap
+        self.restore_size = restore_size
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs: int) -> "FixPipeline":
@@ -117,11 +168,39 @@ class FixPipeline:
         lab = rgb_to_lab(self._to_work_tensor(rgb))
         return Reference(l=normalize_l(lab[:, :1]), ab=normalize_ab(lab[:, 1:]))
 
-    def restore(self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Restored full-resolution Lab L (H, W) in [0, 100] of an old photo (H, W, 3)."""
-        l = torch.from_numpy(luminance(rgb)).view(1, 1, *rgb.shape[:2])
-        restored = restore_tiled(self.model, normalize_l(l), self.tile, self.tile_overlap, self.device, progress)
-        return ((restored[0, 0].clamp(-1.0, 1.0) + 1.0) * 50.0).numpy()
+    def restore(
+        self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None
+    ) -> Restored:
+        """Restore an old photo (H, W, 3): full-resolution Lab L in [0, 100] and the damage mask.
+
+        ``mask`` (any size, values in [0, 1], 1 = damaged) replaces the detector's: the net
+        repairs those pixels. Scans larger than ``restore_size`` are repaired at that size.
+        """
+        return self.restore_l(luminance(rgb), progress, mask)
+
+    def restore_l(
+        self, l: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None
+    ) -> Restored:
+        """``restore`` for a photo given as its Lab L (H, W) in [0, 100]."""
+        h, w = l.shape
+        size = working_size(h, w, self.restore_size)
+        l_in = torch.from_numpy(l).view(1, 1, h, w) if size == (h, w) else _downscale(l, size)
+        given = None
+        if mask is not None:
+            given = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).view(1, 1, *mask.shape)
+            given = (F.interpolate(given, size=size, mode="bilinear", align_corners=False) > 0.5).float()
+        l_norm = normalize_l(l_in)
+        restored, used_mask = restore_tiled(
+            self.model, l_norm, self.tile, self.tile_overlap, self.device, progress, mask=given
+        )
+        restored = restored.clamp(-1.0, 1.0)
+        if size == (h, w):
+            full_mask = None if used_mask is None else used_mask[0, 0].numpy()
+            return Restored(((restored[0, 0] + 1.0) * 50.0).numpy(), full_mask)
+        if used_mask is None:  # no detector: the whole repair is a difference to add
+            used_mask = torch.zeros_like(restored)
+        full, full_mask = _put_repair_on_full(l, l_norm, restored, used_mask)
+        return Restored(full, full_mask)
 
     def colorize(self, restored_l: np.ndarray, reference: Reference) -> tuple[np.ndarray, float]:
         """Predict chroma at the working size and put it on the full-resolution L."""
@@ -131,9 +210,13 @@ class FixPipeline:
         return lab_image(restored_l, ab), float(confidence[0].mean())
 
     def fix(
-        self, rgb: np.ndarray, reference: Reference, progress: Callable[[int, int], None] | None = None
+        self,
+        rgb: np.ndarray,
+        reference: Reference,
+        progress: Callable[[int, int], None] | None = None,
+        mask: np.ndarray | None = None,
     ) -> FixResult:
         """Old photo (H, W, 3) float in [0, 1] -> restored, colorized photo of the same size."""
-        restored_l = self.restore(rgb, progress)
-        out, confidence = self.colorize(restored_l, reference)
-        return FixResult(rgb=out, restored_l=restored_l, confidence=confidence)
+        restored = self.restore(rgb, progress, mask)
+        out, confidence = self.colorize(restored.l, reference)
+        return FixResult(rgb=out, restored_l=restored.l, confidence=confidence, mask=restored.mask)

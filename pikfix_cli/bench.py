@@ -41,6 +41,12 @@ def bench(
     tile_overlap: int = typer.Option(48, "--tile-overlap", help="Context around each tile (px)."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore cached per-image results and recompute."),
     speed: bool = typer.Option(False, "--speed", help="Time fixed photo sizes per preset instead."),
+    restoration: bool = typer.Option(
+        False, "--restoration", help="--synthetic: score restoration alone (luminance) on the evaluation damage."
+    ),
+    recipe: str = typer.Option("eval", "--recipe", help="--restoration damage: eval, cracks (3-15 px) or clean."),
+    long_side: int = typer.Option(512, "--long-side", help="--restoration: photos resized to this long side (px)."),
+    restore_size: int = typer.Option(2048, "--restore-size", help="Longest side (px) at which models repair damage."),
     presets: list[str] = typer.Option([], "--presets", help="--speed: presets, comma-separated [lite,paper]."),
     sizes: list[str] = typer.Option([], "--sizes", help="--speed: megapixels, comma-separated [0.25,1,12,24]."),
 ) -> None:
@@ -59,6 +65,12 @@ def bench(
             return
         if presets or sizes:
             raise fail("--presets and --sizes need --speed")
+        if restoration:
+            if synthetic is None:
+                raise fail("--restoration scores clean photos damaged on the fly: give --synthetic DIR")
+            dataset = _dataset(None, None, None, synthetic, False, val_split, val_fraction, seed).head(max_images)
+            _restoration(out, dataset, model, recipe, long_side, seed, device, tile, tile_overlap, restore_size)
+            return
         dataset = _dataset(realold, inputs, targets, synthetic, colorization_only, val_split, val_fraction, seed)
         mode = _reference_mode(ref_mode, ref, refs, index)
         config = {
@@ -180,6 +192,35 @@ def _quality(out: Path, dataset: "Dataset", mode: str, config: dict[str, Any]) -
     write_quality_report(out, run, config)
     _print_quality(summarize_run(run))
     console.print(f"report: {out / 'report.md'} ({len(run.images)} images, {run.from_cache} results from the cache)")
+
+
+def _restoration(
+    out: Path, dataset: "Dataset", models: list[Path], recipe: str, long_side: int, seed: int, device: str,
+    tile: int, tile_overlap: int, restore_size: int,
+) -> None:
+    from pikfix.benchmark.damage import RECIPES
+    from pikfix.benchmark.restoration import classical_methods, model_method, run_restoration_bench
+    from pikfix.checkpoint import CheckpointError
+    from pikfix.pipeline import FixPipeline
+
+    if recipe not in RECIPES:
+        raise fail(f"--recipe {recipe}: unknown; choose one of {', '.join(RECIPES)}")
+    methods = classical_methods()
+    for path in models:
+        try:
+            pipe = FixPipeline.from_checkpoint(path, device, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size)
+        except (CheckpointError, ValueError) as err:
+            raise fail(str(err)) from None
+        methods.append(model_method(path.stem, pipe))
+    _make_out(out)
+    photos = [sample.truth for sample in dataset.samples]
+    console.print(f"{len(photos)} photos at {long_side} px, damage recipe {recipe!r}, {len(methods)} methods")
+    with progress_bar() as bar:
+        task = bar.add_task("restoring", total=len(photos))
+        report = run_restoration_bench(photos, methods, recipe, long_side, out, seed,
+                                       progress=lambda name: bar.advance(task))
+    console.print((out / "report.md").read_text(), soft_wrap=True, markup=False)
+    console.print(f"report: {out / 'report.md'} ({report['photos']} photos)")
 
 
 def _print_quality(summary: dict[str, dict[str, Any]]) -> None:

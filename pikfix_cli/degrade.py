@@ -22,25 +22,6 @@ if TYPE_CHECKING:  # keep `pikfix --help` light: numpy and Pillow load only when
     from pikfix.training.degradation import DegradationConfig
 
 
-def _write_grey(array: "np.ndarray", dest: Path) -> None:
-    """Save an H x W float image in [0, 1] as an 8-bit grey PNG, atomically (no half-written files).
-
-    ``imageio.write_image`` writes RGB; one channel is a third of the size and is exactly
-    what the restoration net sees.
-    """
-    import numpy as np
-    from PIL import Image
-
-    from pikfix.atomic import atomic_path
-    from pikfix.imageio import ImageWriteError
-
-    try:
-        with atomic_path(dest) as tmp:
-            Image.fromarray(np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)).save(tmp, format="PNG")
-    except OSError as err:
-        raise ImageWriteError(dest, err.strerror or str(err)) from err
-
-
 def _load_config(path: Optional[Path]) -> "DegradationConfig":
     """The default recipe, or the one in a JSON file (partial: missing keys keep their defaults)."""
     from pikfix.training.degradation import DegradationConfig
@@ -66,14 +47,24 @@ def degrade(
     count: int = typer.Option(1, "--count", min=1, help="Damaged examples per input photo."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of DegradationConfig keys."),
     save_mask: bool = typer.Option(False, "--save-mask", help="Also write <name>_d<k>_mask.png (white = defect)."),
+    kind: list[str] = typer.Option(
+        [], "--kind", help="Apply only this kind of damage (repeatable), e.g. add_crack_network; an unknown name lists the kinds."
+    ),
+    scan_size: Optional[int] = typer.Option(
+        None, "--scan-size", min=64, help="Resize each photo to this long side (px) first: damage is sized to the scan."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
 ) -> None:
     """Write damaged grey versions <name>_d<k>.png of photos, as used to train restoration."""
     import numpy as np
 
     from pikfix import imageio
+    from pikfix.training.degradation import KINDS, apply_kind, to_grey
     from pikfix.training.degradation import degrade as degrade_photo
 
+    unknown = [k for k in kind if k not in KINDS]
+    if unknown:
+        raise fail(f"--kind {unknown[0]}: unknown; choose from {', '.join(sorted(KINDS))}")
     cfg = _load_config(config)
     try:
         jobs = imageio.find_images(inputs)
@@ -92,14 +83,24 @@ def degrade(
             continue
         try:
             rgb = imageio.to_float(imageio.read_image(src).pixels)
+            if scan_size is not None:
+                rgb = _resize_long_side(rgb, scan_size)
             for k, image_path, mask_path in todo:
                 # Seeded by (seed, file, k), not by position in the batch: adding files or
                 # resuming a run leaves every other output unchanged.
                 rng = np.random.default_rng([seed, zlib.crc32(rel.as_posix().encode()), k])
-                result = degrade_photo(rgb, rng, cfg)
-                _write_grey(result.grey, image_path)
+                if kind:
+                    img, mask = rgb, np.zeros(rgb.shape[:2], dtype=np.float32)
+                    for name in kind:
+                        img, kind_mask = apply_kind(name, img, rng, cfg)
+                        mask = np.maximum(mask, kind_mask)
+                    grey = to_grey(img)
+                else:
+                    result = degrade_photo(rgb, rng, cfg)
+                    grey, mask = result.grey, result.mask
+                imageio.write_mask(image_path, grey)  # one-channel PNG: what the restoration net sees
                 if save_mask:
-                    _write_grey(result.mask, mask_path)
+                    imageio.write_mask(mask_path, mask)
                 written += 1
         except (imageio.ImageReadError, imageio.ImageWriteError) as err:  # str(err) is "<path>: <reason>"
             # soft_wrap: one line even for long paths; escape: '[' in a file name is not markup.
@@ -109,3 +110,14 @@ def degrade(
     console.print(f"wrote {written}, skipped {skipped} existing, failed {failed}; output in {out}", soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _resize_long_side(rgb: "np.ndarray", long_side: int) -> "np.ndarray":
+    """Bicubic resize of a float (H, W, 3) image so its long side is ``long_side`` px."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * long_side / max(h, w))), max(1, round(h * long_side / max(h, w))))
+    planes = [Image.fromarray(np.ascontiguousarray(rgb[..., c])).resize(size, Image.Resampling.BICUBIC) for c in range(3)]
+    return np.clip(np.stack([np.asarray(p) for p in planes], axis=-1), 0.0, 1.0)

@@ -34,6 +34,8 @@ class FileReport:
     megapixels: Optional[float] = None
     seconds: Optional[float] = None
     compare: Optional[str] = None
+    mask: Optional[str] = None  # the user's mask file, or "detected"
+    mask_output: Optional[str] = None  # <name>.mask.png written by --save-mask
 
 
 def _output_path(out_dir: Path, rel: Path, ext: Optional[str]) -> Path:
@@ -41,6 +43,22 @@ def _output_path(out_dir: Path, rel: Path, ext: Optional[str]) -> Path:
     if suffix not in OUTPUT_SUFFIXES:
         suffix = ".png"  # e.g. .gif or .jp2 inputs: write a lossless common format
     return out_dir / rel.with_suffix(suffix)
+
+
+def _mask_path(dst: Path) -> Path:
+    return dst.with_name(dst.stem + ".mask.png")
+
+
+def _user_mask(mask: Optional[Path], rel: Path) -> Optional[Path]:
+    """The user's mask for input ``rel``: the file itself, or in a folder the file at the same
+    relative path with any image extension, or named ``<stem>.mask.png``; None if there is none."""
+    if mask is None or mask.is_file():
+        return mask
+    folder = mask / rel.parent
+    for candidate in [folder / f"{rel.stem}.mask.png", *(folder / (rel.stem + s) for s in sorted(OUTPUT_SUFFIXES))]:
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def fix(
@@ -57,6 +75,13 @@ def fix(
     ext: Optional[str] = typer.Option(None, "--ext", help="Output format (png, jpg, tif...); default: the input's."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
     compare: bool = typer.Option(False, "--compare", help="Also write <name>.compare.jpg: input | reference | result."),
+    save_mask: bool = typer.Option(False, "--save-mask", help="Also write <name>.mask.png: where damage was repaired (white)."),
+    mask: Optional[Path] = typer.Option(
+        None, "--mask", help="Your own damage mask (white = damaged, any size), or a folder of them named like the inputs."
+    ),
+    restore_size: int = typer.Option(
+        2048, "--restore-size", help="Longest side (px) at which damage is repaired; larger scans are repaired at this size."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout (for scripts)."),
 ) -> None:
     """Restore damaged old photos and colorize them from a colour reference."""
@@ -66,6 +91,8 @@ def fix(
 
     if sum(x is not None for x in (ref, refs, index)) != 1:
         raise fail("give exactly one of --ref FILE, --refs DIR or --index STORE")
+    if mask is not None and not mask.exists():
+        raise fail(f"--mask {mask}: no such file or folder")
     if ext is not None:
         ext = "." + ext.lower().lstrip(".")
         if ext not in OUTPUT_SUFFIXES:
@@ -84,7 +111,9 @@ def fix(
     except OSError as err:
         raise fail(f"{out}: cannot create output folder ({err.strerror or err})") from None
     try:
-        pipe = FixPipeline.from_checkpoint(model_path, device, work_size=work_size, tile=tile, tile_overlap=tile_overlap)
+        pipe = FixPipeline.from_checkpoint(
+            model_path, device, work_size=work_size, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size
+        )
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from None
     show_progress = not (json_out and not sys.stderr.isatty())
@@ -97,10 +126,10 @@ def fix(
             dst = _output_path(out, rel, ext)
             report = FileReport(input=str(src), output=str(dst), status="ok")
             bar.update(task, description=str(rel))
-            if dst.exists() and not overwrite:
+            if dst.exists() and not overwrite and (not save_mask or _mask_path(dst).exists()):
                 report.status = "skipped"
             else:
-                _fix_one(pipe, src, dst, source, compare, report)
+                _fix_one(pipe, src, dst, source, compare, report, _user_mask(mask, rel), save_mask)
             if report.status == "failed":
                 error(report.error or "")
             reports.append(report)
@@ -137,7 +166,16 @@ def _reference_source(
     return RetrievedReference(pipe, store)
 
 
-def _fix_one(pipe: "FixPipeline", src: Path, dst: Path, source: "ReferenceSource", compare: bool, report: FileReport) -> None:
+def _fix_one(
+    pipe: "FixPipeline",
+    src: Path,
+    dst: Path,
+    source: "ReferenceSource",
+    compare: bool,
+    report: FileReport,
+    user_mask: Optional[Path] = None,
+    save_mask: bool = False,
+) -> None:
     """Fix one file into ``report``; expected failures become a one-line error, not a traceback."""
     import numpy as np
     import torch
@@ -148,13 +186,19 @@ def _fix_one(pipe: "FixPipeline", src: Path, dst: Path, source: "ReferenceSource
     start = time.perf_counter()
     try:
         image = imageio.read_image(src)
+        given = None if user_mask is None else imageio.read_mask(user_mask)
         rgb = imageio.to_float(image.pixels)
-        restored_l = pipe.restore(rgb)
-        choice = source.choose(restored_l)
+        restored = pipe.restore(rgb, mask=given)
+        report.mask = str(user_mask) if user_mask is not None else ("detected" if restored.mask is not None else None)
+        choice = source.choose(restored.l)
         report.reference = str(choice.path)
         report.reference_score = None if choice.score is None else round(choice.score, 4)
-        out_rgb, confidence = pipe.colorize(restored_l, choice.prepared)
+        out_rgb, confidence = pipe.colorize(restored.l, choice.prepared)
         imageio.write_image(dst, imageio.from_float(out_rgb, image.pixels.dtype))
+        if save_mask and restored.mask is not None:
+            mask_file = _mask_path(dst)
+            imageio.write_mask(mask_file, restored.mask)
+            report.mask_output = str(mask_file)
         if compare:
             sheet = dst.with_name(dst.stem + ".compare.jpg")
             ref_label = f"reference {choice.path.name}" + ("" if choice.score is None else f" ({choice.score:.2f})")

@@ -241,3 +241,64 @@ def test_reference_options_are_exclusive(tmp_path, model_path, scenes):
     refs, old = scenes
     res = _fix(str(old), "--ref", str(refs / "scene0.png"), "--refs", str(refs), "--model", str(model_path))
     assert res.exit_code == 2 and "exactly one" in res.stderr
+
+
+# --------------------------------------------------------------------------- damage masks
+
+
+def test_save_mask_writes_a_one_channel_mask_of_the_photo_size(tmp_path, model_path, ref):
+    src = _photo(tmp_path / "in" / "old.png", (77, 53))
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "out"), "--save-mask", "--json")
+    assert res.exit_code == 0, res.output
+    mask_file = tmp_path / "out" / "old.mask.png"
+    with Image.open(mask_file) as mask:
+        assert mask.mode == "L" and mask.size == (77, 53)
+    report = json.loads(res.stdout)["files"][0]
+    assert report["mask"] == "detected" and report["mask_output"] == str(mask_file)
+    # A saved mask is accepted back as --mask (edit it, rerun).
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "again"),
+               "--mask", str(mask_file))
+    assert res.exit_code == 0, res.output
+
+
+def test_user_mask_steers_the_repair_and_is_scaled(tmp_path, model_path, ref):
+    src = _photo(tmp_path / "old.png", (80, 60))
+    # Half-size mask: the top half is damaged; it is scaled to the photo.
+    half = np.zeros((30, 40), dtype=np.uint8)
+    half[:15] = 255
+    Image.fromarray(half).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(out), "--mask",
+               str(tmp_path / "mask.png"), "--save-mask", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["files"][0]["mask"] == str(tmp_path / "mask.png")
+    used = np.asarray(Image.open(out / "old.mask.png"))
+    assert used.shape == (60, 80)
+    assert used[:28].min() == 255 and used[32:].max() == 0
+
+
+def test_mask_folder_matches_inputs_by_name_and_a_bad_mask_fails_only_its_photo(tmp_path, model_path, ref):
+    _photo(tmp_path / "in" / "a.png", (40, 30))
+    _photo(tmp_path / "in" / "b.png", (40, 30), seed=1)
+    _photo(tmp_path / "in" / "c.png", (40, 30), seed=2)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.fromarray(np.zeros((30, 40), dtype=np.uint8)).save(masks / "a.png")  # good, one channel
+    Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(masks / "b.png")  # RGB: not a mask
+    (masks / "c.mask.png").write_bytes(b"not an image")  # unreadable
+    res = _fix(str(tmp_path / "in"), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "out"),
+               "--mask", str(masks), "--json")
+    assert res.exit_code == 1
+    files = {Path(f["input"]).name: f for f in json.loads(res.stdout)["files"]}
+    assert files["a.png"]["status"] == "ok" and files["a.png"]["mask"] == str(masks / "a.png")
+    assert files["b.png"]["status"] == "failed" and "one channel" in files["b.png"]["error"]
+    assert str(masks / "b.png") in files["b.png"]["error"]
+    assert files["c.png"]["status"] == "failed" and str(masks / "c.mask.png") in files["c.png"]["error"]
+    assert (tmp_path / "out" / "a.png").exists() and not (tmp_path / "out" / "b.png").exists()
+    assert "Traceback" not in res.output
+
+
+def test_missing_mask_path_is_a_usage_error(tmp_path, model_path, ref):
+    src = _photo(tmp_path / "old.png", (40, 30))
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "--mask", str(tmp_path / "nope.png"))
+    assert res.exit_code == 2 and "nope.png" in res.output

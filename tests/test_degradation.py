@@ -17,12 +17,16 @@ from pikfix.color import rgb_to_lab
 from pikfix.training.degradation import DegradationConfig
 from pikfix_cli.app import app
 
-DEFECT_OPS = [D.add_scratches, D.add_cracks, D.add_dust, D.add_tears, D.add_creases]
+DEFECT_OPS = [
+    D.add_scratches, D.add_cracks, D.add_crack_network, D.add_crazing, D.add_noise_cracks, D.add_dust,
+    D.add_tears, D.add_holes, D.add_flaking, D.add_paper_mask, D.add_creases, D.add_folds,
+]
 IMAGE_OPS = [
     D.film_grain, D.gaussian_blur, D.defocus_blur, D.motion_blur, D.gaussian_noise, D.speckle_noise,
-    D.salt_and_pepper, D.low_resolution, D.jpeg, D.fade, D.colour_cast, D.vignette, D.paper_texture,
+    D.salt_and_pepper, D.low_resolution, D.jpeg, D.halftone, D.water_stain, D.mould, D.silvering,
+    D.fade, D.colour_cast, D.vignette, D.paper_texture,
 ]
-AGEING = ["fade", "colour_cast", "vignette", "paper_texture"]
+AGEING = ["water_stain", "mould", "silvering", "fade", "colour_cast", "vignette", "paper_texture"]
 NO_OPS = {name: 0.0 for name in DegradationConfig().to_dict() if name.startswith("p_")}
 
 
@@ -75,8 +79,12 @@ def test_op_is_deterministic_per_seed_and_keeps_format(op: Callable) -> None:
 @pytest.mark.parametrize("op", [D.add_scratches, D.add_cracks, D.add_dust], ids=lambda op: op.__name__)
 @pytest.mark.parametrize("dark", [False, True])
 def test_strokes_mark_the_mask_and_change_only_those_pixels(op: Callable, dark: bool) -> None:
-    cfg = DegradationConfig(defect_dark_fraction=1.0 if dark else 0.0, defect_opacity=(1.0, 1.0), dust_count=(40, 40))
-    img = flat(0.5, 128, 128)
+    # Strokes at least a pixel wide on a 256 px scan (thinner ones are drawn fainter, by design).
+    cfg = DegradationConfig(
+        defect_dark_fraction=1.0 if dark else 0.0, defect_opacity=(1.0, 1.0), dust_count=(40, 40),
+        scratch_width=(1.5, 2.5), crack_width=(1.5, 2.0), dust_radius=(1.0, 2.0),
+    )
+    img = flat(0.5, 256, 256)
     out, mask = run(op, img, 3, cfg)
     hit = mask > 0
     assert hit.sum() > 20
@@ -242,10 +250,10 @@ def test_every_operation_can_run_and_ageing_comes_last_in_fixed_order() -> None:
     orders = [D.degrade_seeded(photo(), seed, always).ops for seed in range(3)]
     names = {op.__name__ for op in DEFECT_OPS + IMAGE_OPS}
     for ops in orders:
-        assert ops[-4:] == AGEING
+        assert ops[-len(AGEING):] == AGEING
         assert len(ops) == len(set(ops)) == len(names) - 2  # one of the three noise kinds
         assert set(ops) <= names
-    assert len({tuple(ops[:-4]) for ops in orders}) > 1, "defects should run in a random order"
+    assert len({tuple(ops[: -len(AGEING)]) for ops in orders}) > 1, "defects should run in a random order"
     result = D.degrade_seeded(photo(), 0, always)
     assert result.mask.any()
 
@@ -322,3 +330,84 @@ def test_cli_applies_exif_orientation_and_rejects_a_bad_config(tmp_path: Path) -
     config.write_text(json.dumps({"p_blur": 0.0, "scratchez": 1}))
     result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "o2")])
     assert result.exit_code == 2 and "scratchez" in result.output
+
+
+# --------------------------------------------------------------------------- scan scale and masks
+
+
+def _photo_window(scan_long: float, seed: int = 0) -> tuple[np.ndarray, D.Window]:
+    img = photo(300, 400, seed)
+    return D.scan_crop(img, 96, np.random.default_rng(seed), long_side=(scan_long, scan_long))
+
+
+def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary erosion by a (2r+1)^2 square: what survives is at least that wide."""
+    out = mask > 0
+    padded = np.pad(out, radius)
+    h, w = out.shape
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            out = out & padded[dy : dy + h, dx : dx + w]
+    return out
+
+
+@pytest.mark.parametrize("op", [D.add_cracks, D.add_scratches, D.add_dust], ids=lambda op: op.__name__)
+def test_defect_sizes_follow_the_scan_not_the_crop(op: Callable) -> None:
+    """The same 96 px window shows thin defects on a small scan and wide ones on a large scan:
+    on a 512 px scan little survives an erosion to 3 px width, on a 4000 px scan most does."""
+    cfg = DegradationConfig(defect_opacity=(1.0, 1.0), dust_count=(30, 30))
+
+    def wide_share(scan_long: float) -> float:
+        wide = total = 0
+        for seed in range(6):
+            _, win = _photo_window(scan_long, seed)
+            _, mask = op(flat(0.5, 96, 96), np.random.default_rng(seed), cfg, win)
+            wide, total = wide + _erode(mask, 1).sum(), total + (mask > 0).sum()
+        return wide / max(total, 1)
+
+    small, large = wide_share(512), wide_share(4000)
+    assert large > 0.5 and large > 2.5 * small
+
+
+def test_scan_crop_places_the_window_in_the_scan() -> None:
+    img = photo(300, 400)
+    window, win = D.scan_crop(img, 64, np.random.default_rng(3), long_side=(2000, 2000))
+    assert window.shape == (64, 64, 3) and window.dtype == np.float32
+    assert max(win.scan_h, win.scan_w) == 2000 and win.scan_h == 1500
+    assert 0 <= win.top <= win.scan_h - 64 and 0 <= win.left <= win.scan_w - 64
+    assert win.scale == pytest.approx(1500 / 256)
+    # A scan of the photo's own size is a plain crop of it.
+    same, win = D.scan_crop(img, 64, np.random.default_rng(3), long_side=(400, 400))
+    top, left = int(win.top), int(win.left)
+    assert np.abs(same - img[top : top + 64, left : left + 64]).max() < 1e-5
+
+
+@pytest.mark.parametrize("op", DEFECT_OPS, ids=lambda op: op.__name__)
+def test_masks_match_the_pixels_defects_changed(op: Callable) -> None:
+    img = photo(128, 128)
+    out, mask = run(op, img, 5)
+    changed = np.abs(out - img).max(axis=-1) > 0.02
+    if op in (D.add_creases, D.add_folds):
+        # Creases mark their drawn edge lines (softened by a blur), folds their broken emulsion
+        # (beside a tone step that destroys nothing): the marked pixels did change.
+        assert mask.sum() == 0 or (changed & (mask > 0)).sum() > 0.5 * mask.sum()
+        return
+    if op is D.add_tears:  # white fill: a pixel that was already white is torn but unchanged
+        assert np.all(out[mask > 0] == 1.0)
+        return
+    assert np.array_equal(mask > 0, changed), f"{op.__name__}: mask and changed pixels differ"
+
+
+def test_colour_cast_keeps_luminance_so_grey_inputs_are_not_relit() -> None:
+    img = photo(64, 64)
+    out, _ = run(D.colour_cast, img, 2)
+    assert np.abs(D.to_grey(out) - D.to_grey(img)).max() < 2e-3
+    assert (out[..., 0] - out[..., 2]).mean() > (img[..., 0] - img[..., 2]).mean()  # but warmer
+
+
+@pytest.mark.parametrize("kind", sorted(D.KINDS))
+def test_every_kind_runs_on_a_window_of_a_large_scan(kind: str) -> None:
+    window, win = _photo_window(4000)
+    out, mask = D.apply_kind(kind, window, np.random.default_rng(0), D.DEFAULT_CONFIG, win)
+    assert out.shape == window.shape and mask.shape == window.shape[:2]
+    assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0

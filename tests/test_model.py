@@ -82,7 +82,10 @@ def test_restoration_subnet_odd_size(model):
     l = torch.rand(1, 1, H, W) * 2 - 1
     with torch.no_grad():
         out = model.restore(l)
-    assert out.shape == l.shape and torch.isfinite(out).all()
+    assert out.l.shape == l.shape and torch.isfinite(out.l).all()
+    # Every preset has the damage detector; its mask is a probability map of the input's size.
+    assert out.mask_logits.shape == l.shape and out.mask.shape == l.shape
+    assert float(out.mask.min()) >= 0.0 and float(out.mask.max()) <= 1.0
 
 
 def test_similarity_subnet_odd_size(model):

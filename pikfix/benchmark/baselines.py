@@ -6,6 +6,8 @@
 * ``reinhard_transfer``: Reinhard et al. (2001) style statistics transfer from a colour
   reference in Lab, in its colourisation-only form (the input has no chroma to rescale).
 * ``classical_baseline``: the two above chained.
+* ``median3`` and ``tophat_inpaint``: the two classical restorers the restoration benchmark
+  compares against (a 3x3 median; top-hat defect detection with diffusion inpainting).
 
 Images are numpy float32 arrays: RGB shaped (H, W, 3) in [0, 1]; single-channel "grey"
 images are the Lab lightness divided by 100, shaped (H, W) in [0, 1]. Everything runs on the
@@ -136,6 +138,61 @@ def classical_restore(grey: np.ndarray, threshold: float = SCRATCH_THRESHOLD) ->
         restored = _restore_strip(x[top:bottom], threshold)
         out[r0:r1] = restored[r0 - top : r1 - top].numpy()
     return np.clip(out, 0.0, 1.0)
+
+
+def median3(grey: np.ndarray) -> np.ndarray:
+    """3x3 median of a lightness image (H, W) in [0, 1]: the simplest classical restorer."""
+    x = torch.from_numpy(_as_grey(grey, "grey"))
+    out = np.empty(x.shape, dtype=np.float32)
+    for r0 in range(0, x.shape[0], STRIP_ROWS):
+        r1 = min(r0 + STRIP_ROWS, x.shape[0])
+        top, bottom = max(0, r0 - 1), min(x.shape[0], r1 + 1)
+        out[r0:r1] = _median(x[top:bottom], 1)[r0 - top : r1 - top].numpy()
+    return out
+
+
+def _opening(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey-scale opening (erosion, then dilation) of (1, 1, H, W) with a size x size square."""
+    pad = size // 2
+    eroded = -F.max_pool2d(F.pad(-x, (pad,) * 4, mode="replicate"), size, stride=1)
+    return F.max_pool2d(F.pad(eroded, (pad,) * 4, mode="replicate"), size, stride=1)
+
+
+def _push_pull_fill(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Fill the invalid pixels of (1, 1, H, W) by diffusion from the valid ones: a push-pull
+    pyramid (mean of valid pixels at coarser and coarser scales, then back down), refined by a
+    few Jacobi sweeps of the Laplace equation at full resolution."""
+    if x.shape[-1] <= 1 or x.shape[-2] <= 1 or bool(valid.all()):
+        return x
+    small_x = F.avg_pool2d(x * valid, 2, ceil_mode=True)
+    small_w = F.avg_pool2d(valid, 2, ceil_mode=True)
+    coarse = _push_pull_fill(small_x / small_w.clamp_min(1e-6), (small_w > 0).float())
+    up = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    out = torch.where(valid > 0, x, up)
+    kernel = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]]).view(1, 1, 3, 3)
+    for _ in range(8):
+        smoothed = F.conv2d(F.pad(out, (1, 1, 1, 1), mode="replicate"), kernel)
+        out = torch.where(valid > 0, x, smoothed)
+    return out
+
+
+def tophat_inpaint(grey: np.ndarray, max_width: float | None = None, threshold: float = 0.08) -> np.ndarray:
+    """Classical inpainting of detected defects: a white and a black morphological top-hat
+    (the image minus its opening, its closing minus the image) with a square wider than the
+    widest defect find thin bright and dark structures (scratches, cracks, dust); those pixels,
+    grown by 1 px, are filled by diffusion from their surroundings. Everything else is kept.
+
+    ``max_width`` (px) defaults to 16 px per 2048 px of the long side (at least 3 px).
+    """
+    x = torch.from_numpy(_as_grey(grey, "grey"))[None, None]
+    width = max_width if max_width is not None else max(3.0, 16.0 * max(x.shape[-2:]) / 2048)
+    size = 2 * math.ceil(width / 2) + 1
+    white = x - _opening(x, size)
+    black = -_opening(-x, size) - x
+    defect = torch.maximum(white, black) > threshold
+    defect = F.max_pool2d(defect.float(), 3, stride=1, padding=1) > 0
+    filled = _push_pull_fill(x, (~defect).float())
+    return filled[0, 0].clamp(0.0, 1.0).numpy()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,11 +5,19 @@ level (shallow conv, residual dense blocks, global feature fusion); the coarse l
 large defects (cracks, tears), the full level fine ones (grain, blur).  Coarse outputs are
 upsampled bilinearly, concatenated and fused by convolutions into a residual on the input L.
 
+A damage detector (the mask head) marks where the picture's content was destroyed
+(scratches, cracks, dust, holes); the levels see that mask as a second input channel, so the
+repair knows which pixels to replace and which to keep. A user's own mask can stand in for
+the detector's (``pikfix fix --mask``). Without a detector (``detector_width = 0``, the
+paper's net) the levels see L alone.
+
 Fully convolutional with no normalisation layers, so it can run tile by tile on scans of
 any size (see ``pikfix.tiling``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +30,10 @@ from pikfix.nets.blocks import ResidualDenseBlock
 class RDNLevel(nn.Module):
     """One RDN level: shallow features, ``blocks`` RDBs, global feature fusion + skip."""
 
-    def __init__(self, cfg: RestorationConfig) -> None:
+    def __init__(self, cfg: RestorationConfig, in_channels: int) -> None:
         super().__init__()
         c = cfg.channels
-        self.shallow = nn.Conv2d(1, c, 3, padding=1)
+        self.shallow = nn.Conv2d(in_channels, c, 3, padding=1)
         self.blocks = nn.ModuleList(ResidualDenseBlock(c, cfg.growth, cfg.units) for _ in range(cfg.blocks))
         self.global_fuse = nn.Sequential(nn.Conv2d(cfg.blocks * c, c, 1), nn.Conv2d(c, c, 3, padding=1))
 
@@ -39,8 +47,47 @@ class RDNLevel(nn.Module):
         return shallow + self.global_fuse(torch.cat(outs, dim=1))
 
 
+class DamageDetector(nn.Module):
+    """Mask head: logits (B, 1, H, W) of "this pixel's content was destroyed".
+
+    Works at half resolution with dilated convolutions (a receptive field of about 70 px, wider
+    than the widest crack it is trained on), then sharpens the mask at full resolution with the
+    image itself; cheap next to the restoration levels.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+        for dilation in (1, 2, 4, 8, 1):
+            layers += [nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Conv2d(width + 1, width, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(width, 1, 1)
+        )
+
+    def forward(self, l: torch.Tensor) -> torch.Tensor:
+        coarse = F.interpolate(self.body(l), size=l.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(torch.cat([coarse, l], dim=1))
+
+
+@dataclass
+class RestorationOutput:
+    """Restored L, the detector's mask logits (None without a detector) and the mask the repair
+    used (the caller's, else the detector's probabilities; None without either)."""
+
+    l: torch.Tensor
+    mask_logits: torch.Tensor | None
+    mask: torch.Tensor | None
+
+    def crop(self, h: int, w: int) -> "RestorationOutput":
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[..., :h, :w]
+
+        return RestorationOutput(self.l[..., :h, :w], cut(self.mask_logits), cut(self.mask))
+
+
 class RestorationNet(nn.Module):
-    """Degraded L (B, 1, H, W) in [-1, 1] -> restored L, same shape.
+    """Degraded L (B, 1, H, W) in [-1, 1] (+ optional damage mask in [0, 1]) -> restored L.
 
     H and W must be multiples of ``multiple`` (the largest level scale); ``PikFix.restore``
     pads to that.
@@ -49,7 +96,9 @@ class RestorationNet(nn.Module):
     def __init__(self, cfg: RestorationConfig) -> None:
         super().__init__()
         self.scales = tuple(cfg.scales)
-        self.levels = nn.ModuleList(RDNLevel(cfg) for _ in self.scales)
+        self.detector = DamageDetector(cfg.detector_width) if cfg.detector_width > 0 else None
+        in_channels = 2 if self.detector is not None else 1
+        self.levels = nn.ModuleList(RDNLevel(cfg, in_channels) for _ in self.scales)
         c = cfg.channels
         self.fuse = nn.Sequential(
             nn.Conv2d(len(self.scales) * c, c, 3, padding=1),
@@ -64,14 +113,36 @@ class RestorationNet(nn.Module):
     def multiple(self) -> int:
         return max(self.scales)
 
-    def forward(self, l: torch.Tensor) -> torch.Tensor:
+    def forward(self, l: torch.Tensor, mask: torch.Tensor | None = None) -> RestorationOutput:
+        """``mask`` (B, 1, H, W), 1 = damaged, replaces the detector's as the repair's guide."""
+        self._check_size(l)
+        logits = self.detector(l) if self.detector is not None else None
+        if mask is None and logits is not None:
+            # Detached: the detector learns from the mask's cross-entropy alone, not from
+            # whatever mask would make the repair's loss smallest.
+            mask = torch.sigmoid(logits).detach()
+        return RestorationOutput(self.repair(l, mask), logits, mask)
+
+    def _check_size(self, l: torch.Tensor) -> None:
         h, w = l.shape[-2:]
         if h % self.multiple or w % self.multiple:
             raise ValueError(f"restoration input {h}x{w} must be a multiple of {self.multiple}")
+
+    def repair(self, l: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The levels alone: restored L from L and the damage mask guiding them (ignored, and
+        may be None, without a detector)."""
+        self._check_size(l)
+        h, w = l.shape[-2:]
+        x = l if self.detector is None else torch.cat([l, mask.to(l.dtype)], dim=1)
         feats = []
         for scale, level in zip(self.scales, self.levels):
-            x = F.avg_pool2d(l, scale) if scale > 1 else l
-            f = level(x)
+            if scale > 1:
+                # Max-pool the mask: a thin defect must stay visible to the coarse levels.
+                pooled = F.avg_pool2d(x[:, :1], scale)
+                x_s = pooled if x.shape[1] == 1 else torch.cat([pooled, F.max_pool2d(x[:, 1:], scale)], dim=1)
+            else:
+                x_s = x
+            f = level(x_s)
             if scale > 1:
                 f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
             feats.append(f)

@@ -33,7 +33,8 @@ from pikfix.model import PikFixOutput
 from pikfix.nets.sphist import SPHist
 
 PERCEPTUAL_NETWORKS = ("auto", "vgg19", "efficientnet_lite0", "none")
-_WEIGHT_FIELDS = ("alpha", "beta", "lam", "gamma", "eta")
+_WEIGHT_FIELDS = ("alpha", "mask_weight", "delta", "beta", "lam", "gamma", "eta")
+DETECTOR_POS_WEIGHT = 4.0  # damaged pixels are rare: the cross-entropy weights them up
 
 
 @dataclass
@@ -47,6 +48,8 @@ class LossConfig:
     """
 
     alpha: float = 1.0  # L1 on the restored L
+    mask_weight: float = 4.0  # the L1 on L counts 1 + this inside the damage mask
+    delta: float = 0.2  # the damage detector's cross-entropy against the mask
     beta: float = 0.2  # perceptual loss on the restored L
     lam: float = 0.5  # EMD between the global histograms of the output and reference ab
     gamma: float = 1.0  # L1 on ab
@@ -74,6 +77,24 @@ class LossConfig:
         """Build from JSON-like data; unknown keys are an error so typos are not silently ignored."""
         reject_unknown_keys(data, cls, "loss config")
         return cls(**data)
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, mask_weight: float) -> torch.Tensor:
+    """L1 with weight 1 + ``mask_weight`` inside the damage mask, normalised by the weights.
+
+    Defects are a few per cent of the pixels, so a plain L1 is ruled by global tone and a
+    net can leave cracks in place at little cost; weighting the mask makes repairing them pay.
+    """
+    if mask is None or mask_weight == 0:
+        return F.l1_loss(pred, target)
+    weight = 1.0 + mask_weight * mask
+    return ((pred - target).abs() * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def detector_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the damage detector's logits against the synthetic mask."""
+    pos_weight = torch.tensor(DETECTOR_POS_WEIGHT, device=logits.device, dtype=logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, mask.to(logits.dtype), pos_weight=pos_weight)
 
 
 def emd_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -239,11 +260,13 @@ class PikFixLoss(nn.Module):
         target_ab: torch.Tensor,
         ref_ab: torch.Tensor,
         discriminator: PatchDiscriminator | None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted total (eq. 10) and each computed term's unweighted value, for logging.
 
         ``discriminator`` is required when ``uses_gan`` and ignored otherwise.  The adversarial
         term also puts gradients on the discriminator's parameters: zero them before its step.
+        ``mask`` (the synthetic damage mask) weights the L1 on L and trains the detector.
         """
         _check_same_shape("L", out.l, target_l)
         _check_same_shape("ab", out.ab, target_ab)
@@ -251,7 +274,9 @@ class PikFixLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
         if cfg.alpha > 0:
-            terms["rec_l"], weights["rec_l"] = F.l1_loss(out.l, target_l), cfg.alpha
+            terms["rec_l"], weights["rec_l"] = masked_l1(out.l, target_l, mask, cfg.mask_weight), cfg.alpha
+        if cfg.delta > 0 and mask is not None and out.mask_logits is not None:
+            terms["detector"], weights["detector"] = detector_loss(out.mask_logits, mask), cfg.delta
         if self.perceptual is not None:
             terms["perc_l"], weights["perc_l"] = self.perceptual(out.l, target_l), cfg.beta
         if cfg.lam > 0:

@@ -336,7 +336,7 @@ class Trainer:
             terms.update(d_terms)
         with self._autocast():
             g_loss, g_terms = self.loss.generator_loss(
-                _float_output(out), batch["target_l"], batch["target_ab"], batch["ref_ab"], self.disc
+                _float_output(out), batch["target_l"], batch["target_ab"], batch["ref_ab"], self.disc, batch["mask"]
             )
         self.opt.zero_grad(set_to_none=True)
         if self.opt_d is not None:
@@ -440,7 +440,8 @@ class Trainer:
 
 def _float_output(out: Any) -> Any:
     """Losses are computed in float32 even when the forward pass ran in bf16."""
-    return dataclasses.replace(out, l=out.l.float(), ab=out.ab.float())
+    logits = None if out.mask_logits is None else out.mask_logits.float()
+    return dataclasses.replace(out, l=out.l.float(), ab=out.ab.float(), mask_logits=logits)
 
 
 def _to_rgb(l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,187 @@
+"""Restoration: the damage detector and mask input, the working-scale pipeline, the restoration
+pretraining stage, the evaluation damage recipes and the restoration benchmark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pikfix.benchmark import damage as E
+from pikfix.benchmark.baselines import median3, tophat_inpaint
+from pikfix.benchmark.restoration import classical_methods, model_method, run_restoration_bench
+from pikfix.checkpoint import load_checkpoint, save_checkpoint
+from pikfix.model import build_model
+from pikfix.pipeline import FixPipeline
+from pikfix.training.degradation import DegradationConfig
+from pikfix.training.restoration import (
+    RestorationTrainConfig,
+    ScanWindowDataset,
+    restoration_loss,
+    train_restoration,
+)
+from pikfix.nets.restoration import RestorationOutput
+
+
+def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth grey test picture (L / 100) with edges."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = 0.5 + 0.3 * np.sin(9 * x + 4 * y) * np.cos(5 * y)
+    img[h // 4 : h // 2, w // 3 : w // 2] = 0.2
+    return np.clip(img + 0.01 * rng.standard_normal((h, w)), 0, 1).astype(np.float32)
+
+
+def _photos(folder: Path, n: int = 3, size: tuple[int, int] = (96, 72)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        base = np.stack([_texture(size[1], size[0], i)] * 3, -1) * rng.uniform(0.6, 1.0, 3)
+        path = folder / f"p{i}.png"
+        Image.fromarray((np.clip(base, 0, 1) * 255).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------- evaluation damage
+
+
+@pytest.mark.parametrize("recipe", E.RECIPES)
+def test_eval_recipes_are_seeded_and_their_masks_mark_local_defects(recipe: str) -> None:
+    clean = _texture(128, 160)
+    a, b = E.damage(clean, recipe, 3), E.damage(clean, recipe, 3)
+    assert np.array_equal(a.grey, b.grey) and np.array_equal(a.mask, b.mask)
+    assert a.grey.shape == clean.shape and a.mask.dtype == bool
+    if recipe == "clean":
+        assert np.array_equal(a.grey, clean) and not a.mask.any()
+    else:
+        assert not np.array_equal(a.grey, clean)
+    if recipe == "cracks":  # cracks only: every changed pixel is in the mask
+        assert a.mask.any()
+        assert np.array_equal(np.abs(a.grey - clean) > E.MASK_CHANGE, a.mask)
+
+
+def test_crack_recipe_widths_follow_the_photo_size() -> None:
+    widths = {}
+    for side in (512, 2048):
+        clean = np.full((side // 2, side), 0.5, dtype=np.float32)
+        masks = [E.damage(clean, "cracks", s).mask for s in range(3)]
+        # Area over length: length ~ number of columns or rows the cracks cross.
+        widths[side] = np.mean([m.sum() / max(1, max(m.any(0).sum(), m.any(1).sum())) for m in masks])
+    assert widths[2048] > 2.5 * widths[512]
+
+
+def test_classical_restorers_remove_a_thin_line_and_keep_flat_areas() -> None:
+    clean = np.full((64, 64), 0.4, dtype=np.float32)
+    damaged = clean.copy()
+    damaged[30:32, :] = 1.0
+    for restorer in (tophat_inpaint,):
+        out = restorer(damaged)
+        assert np.abs(out - clean)[30:32].mean() < 0.05
+        assert np.abs(out - clean)[:20].max() < 1e-6
+    specks = clean.copy()
+    specks[10, 10] = specks[40, 50] = 1.0
+    assert np.abs(median3(specks) - clean).max() < 1e-6
+
+
+def test_restoration_bench_reports_every_method(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos", 2)
+    model = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("tiny"), model)
+    pipe = FixPipeline.from_checkpoint(model, "cpu", tile=64, tile_overlap=16)
+    methods = [*classical_methods(), model_method("tiny", pipe)]
+    report = run_restoration_bench(photos, methods, "cracks", 128, tmp_path / "out", seed=1)
+    assert set(report["summary"]) == {"input", "median 3x3", "top-hat + inpaint", "tiny"}
+    assert report["summary"]["input"]["removed_in"]["mean"] == pytest.approx(0.0)
+    assert report["summary"]["top-hat + inpaint"]["removed_in"]["mean"] > 0.3
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["recipe"] == "cracks" and len(saved["per_photo"]) == 2
+    assert "| tiny |" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "sheet.jpg").is_file()
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def test_large_scans_are_repaired_at_the_restore_size_and_keep_their_detail() -> None:
+    """Above restore_size the repair runs on a smaller copy: outside the mask only the repair's
+    smooth change is added, so an identity net returns the scan exactly."""
+    model = build_model("tiny").eval()  # zero-initialised residual: the identity
+    pipe = FixPipeline(model, "cpu", tile=64, tile_overlap=16, restore_size=64)
+    l = _texture(150, 200) * 100
+    restored = pipe.restore_l(l)
+    assert restored.l.shape == l.shape and restored.mask.shape == l.shape
+    assert 0.0 <= float(restored.mask.min()) and float(restored.mask.max()) <= 1.0
+    given = np.zeros((10, 10), dtype=np.float32)  # a user mask of any size: nothing damaged
+    restored = pipe.restore_l(l, mask=given)
+    assert np.abs(restored.l - l).max() < 1e-3
+    assert not restored.mask.any()
+
+
+def test_user_mask_replaces_the_detectors_at_full_and_at_working_size() -> None:
+    model = build_model("tiny").eval()
+    torch.nn.init.normal_(model.restoration.fuse[-1].weight, std=0.05)
+    l = _texture(90, 120) * 100
+    mask = np.zeros((45, 60), dtype=np.float32)
+    mask[10:20] = 1.0
+    for restore_size in (2048, 64):
+        pipe = FixPipeline(model, "cpu", tile=64, tile_overlap=16, restore_size=restore_size)
+        restored = pipe.restore_l(l, mask=mask)
+        assert restored.mask[25:35].min() > 0.99 and restored.mask[50:].max() < 0.01
+
+
+# --------------------------------------------------------------------------- training stage
+
+
+def test_scan_window_samples_have_matching_masks_and_clean_ones_pass_through(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos", 2, size=(160, 120))
+    cfg = RestorationTrainConfig(crop=32, batch_size=4, steps=2, scan_long_side=(160, 640))
+    train = ScanWindowDataset(photos, cfg, train=True)
+    a, b = train[3], train[3]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["input_l"].shape == a["target_l"].shape == a["mask"].shape == (1, 32, 32)
+    val = ScanWindowDataset(photos, cfg, train=False)
+    assert len(val) == 8
+    clean = val[3]  # every fourth validation sample is clean
+    assert torch.equal(clean["input_l"], clean["target_l"]) and not clean["mask"].any()
+
+
+def test_restoration_loss_weights_the_mask_and_trains_the_detector() -> None:
+    target = torch.zeros(1, 1, 8, 8)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :2, :] = 1.0
+    cfg = RestorationTrainConfig(mask_weight=4.0)
+    error_inside = RestorationOutput(target + mask * 0.5, torch.zeros_like(mask), None)
+    error_outside = RestorationOutput(target + (1 - mask) * 0.5 * (16 / 48), torch.zeros_like(mask), None)
+    # The same total absolute error costs more inside the mask.
+    _, terms_in = restoration_loss(error_inside, target, mask, cfg)
+    assert terms_in["l1"] > 2 * restoration_loss(error_outside, target, mask, cfg)[1]["l1"]
+    good = RestorationOutput(target, (mask * 2 - 1) * 10, None)
+    assert restoration_loss(good, target, mask, cfg)[1]["bce"] < 0.01 < terms_in["bce"]
+
+
+def test_restoration_stage_trains_only_restoration_and_resumes(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos", 3, size=(80, 64))
+    base = build_model("tiny")
+    base_path = tmp_path / "base.safetensors"
+    save_checkpoint(base, base_path)
+    cfg = RestorationTrainConfig(crop=32, batch_size=2, steps=2, val_every=1, workers=0,
+                                 scan_long_side=(80, 160), degradation=DegradationConfig())
+    out = tmp_path / "run"
+    ckpt = train_restoration(photos[:2], photos[2:], out, cfg, base_model=base_path, log=lambda s: None)
+    trained, header = load_checkpoint(ckpt)
+    assert header["metadata"]["stage"] == "restoration" and header["metadata"]["step"] == 2
+    before, after = base.state_dict(), trained.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("restoration."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("restoration.levels"))
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2]
+    # Resuming with more steps continues from step 2, not from scratch.
+    more = RestorationTrainConfig(**{**cfg.__dict__, "steps": 3})
+    train_restoration(photos[:2], photos[2:], out, more, base_model=base_path, resume=True, log=lambda s: None)
+    assert load_checkpoint(ckpt)[1]["metadata"]["step"] == 3

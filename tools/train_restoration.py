@@ -1,0 +1,41 @@
+"""Restoration-only pretraining of the default model (see pikfix.training.restoration).
+
+    python tools/train_restoration.py PHOTOS --out runs/restore-a --base models/pikfix-lite.safetensors \
+        --steps 2000 --time-limit 3800 [--resume]
+
+The validation photos are the ones `pikfix train` holds out (split by file-name hash, seed 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from pikfix.training.data import scan_images, split
+from pikfix.training.restoration import RestorationTrainConfig, train_restoration
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("photos", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--base", type=Path, default=None, help="checkpoint whose colour sub-nets are kept")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--time-limit", type=float, default=None, help="seconds")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    paths, _ = scan_images(args.photos)
+    train, val = split(paths, 0.1, 0)
+    config = RestorationTrainConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, workers=args.workers)
+    train_restoration(train, val, args.out, config, base_model=args.base, resume=args.resume, time_limit=args.time_limit)
+
+
+if __name__ == "__main__":
+    main()
