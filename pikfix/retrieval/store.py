@@ -36,6 +36,7 @@ import faiss
 import numpy as np
 import torch
 
+from pikfix.cache import cache_root, sha256_file
 from pikfix.color import normalize_l
 from pikfix.device import resolve_device
 from pikfix.retrieval.descriptor import (
@@ -87,14 +88,6 @@ class Match:
         }
 
 
-def cache_root() -> Path:
-    """Where pikfix caches derived data: ``$PIKFIX_CACHE``, else ``$XDG_CACHE_HOME/pikfix``."""
-    if os.environ.get("PIKFIX_CACHE"):
-        return Path(os.environ["PIKFIX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pikfix"
-
-
 def cache_store_dir(refs_dir: str | os.PathLike[str], features: str = DEFAULT_FEATURES) -> Path:
     """The cached store of a refs folder: one per absolute path and feature id, never shared."""
     key = hashlib.sha1(str(Path(refs_dir).resolve()).encode("utf-8")).hexdigest()[:16]
@@ -102,15 +95,6 @@ def cache_store_dir(refs_dir: str | os.PathLike[str], features: str = DEFAULT_FE
 
 
 # --------------------------------------------------------------------------- manifest
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks so that big scans never sit in memory."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def manifest_checksum(manifest: dict[str, Any]) -> str:
