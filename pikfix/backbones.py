@@ -305,9 +305,9 @@ def _features_only(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def _caffe_input(grey: torch.Tensor) -> torch.Tensor:
-    """Normalised L -> neutral BGR in 0-255 minus the ILSVRC mean, as the Oxford weights expect."""
-    bgr = grey_to_rgb(grey).flip(1) * 255.0
+def caffe_input(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB (B, 3, H, W) in [0, 1] -> BGR in 0-255 minus the ILSVRC mean, as the Oxford weights expect."""
+    bgr = rgb.flip(1) * 255.0
     return bgr - bgr.new_tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)
 
 
@@ -344,7 +344,7 @@ class VGG19Features(nn.Module):
         return super().train(False)
 
     def forward(self, grey: torch.Tensor) -> list[torch.Tensor]:
-        x = _caffe_input(grey) if self.preprocessing == "caffe" else _imagenet_input(grey)
+        x = caffe_input(grey_to_rgb(grey)) if self.preprocessing == "caffe" else _imagenet_input(grey)
         return tapped_outputs(self.layers, x.contiguous(memory_format=torch.channels_last), self.taps)
 
 

@@ -35,7 +35,7 @@ class RestorationConfig:
 class SimilarityConfig:
     """Similarity sub-net (paper 3.2, eq. 1-2)."""
 
-    backbone: str = "resnet34"
+    backbone: str = "resnet34"  # resnet34, efficientnet_lite0, vgg19 or convnet (pikfix.backbones)
     backbone_weights: str = "none"  # "none" (train from scratch), "imagenet" or a file path
     backbone_widths: tuple[int, ...] = (32, 48, 64, 96)  # only for the "convnet" backbone
     channels: int = 64  # common width C of the projected features
@@ -91,8 +91,10 @@ def _sub(kind: type, data: dict[str, Any], section: str) -> Any:
 
 
 def _paper() -> ModelConfig:
-    """Close to the paper's sizes (ResNet34 similarity, DenseNet 6/12/24/16 encoder, 256 bins)."""
-    return ModelConfig(preset="paper")
+    """Close to the paper's sizes (DenseNet 6/12/24/16 encoder, 256 bins). The paper's ImageNet
+    ResNet34 installs nowhere offline, so the similarity sub-net uses ImageNet VGG19 (Oxford's,
+    ``make weights``), the correspondence features of He et al. (2018), frozen."""
+    return ModelConfig(preset="paper", similarity=SimilarityConfig(backbone="vgg19", backbone_weights="imagenet"))
 
 
 def _lite() -> ModelConfig:

@@ -71,7 +71,7 @@ def extract_h5(archive: Path, dest: Path) -> None:
         raise InstallError(f"{archive}: cannot read {H5_MEMBER} ({err})") from None
 
 
-def convert_h5(h5_path: Path, dest: Path, archive_sha256: str = ARCHIVE_SHA256) -> None:
+def convert_h5(h5_path: Path, dest: Path, archive_sha256: str | None = None) -> None:
     """Keras VGG19 h5 -> safetensors keyed like ``vgg19().features`` (``0.weight``, ``0.bias``, ...)."""
     import h5py
     from safetensors.numpy import save_file
@@ -88,7 +88,8 @@ def convert_h5(h5_path: Path, dest: Path, archive_sha256: str = ARCHIVE_SHA256) 
                 raise InstallError(f"{h5_path}: {name} has shape {kernel.shape}, expected {(3, 3, c_in, c_out)}")
             state[f"{index}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
             state[f"{index}.bias"] = bias
-    metadata = {"format": FORMAT, "source": SOURCE, "preprocessing": "caffe", "archive_sha256": archive_sha256}
+    metadata = {"format": FORMAT, "source": SOURCE, "preprocessing": "caffe",
+                "archive_sha256": archive_sha256 or ARCHIVE_SHA256}
     with atomic_path(dest) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 
