@@ -8,6 +8,7 @@ installed weights and run only where `make weights` put them.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import subprocess
 import sys
@@ -272,3 +273,48 @@ def test_real_perceptual_loss_grows_with_blur():
     values = [loss(gaussian_blur(target, [9, 9], [s, s]), target).item() for s in (0.5, 1.0, 2.0)]
     assert loss(target, target.clone()).item() == 0.0
     assert 0.0 < values[0] < values[1] < values[2]
+
+
+def test_vgg19_store_records_its_weights_and_never_mixes(tiny, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pikfix.retrieval import DescriptorExtractor, ReferenceStore, StoreError, build_or_update, cache_store_dir
+    from pikfix.retrieval.descriptor import STRUCTURE_RANK, similarity, structure_projection
+
+    path, _ = tiny
+    monkeypatch.setenv("PIKFIX_VGG19", str(path))
+    rng = np.random.default_rng(3)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    photos = []
+    for i in range(4):
+        rgb = np.asarray(Image.fromarray((rng.random((6, 6, 3)) * 255).astype(np.uint8)).resize((80, 64), Image.BICUBIC))
+        Image.fromarray(rgb).save(refs / f"p{i}.png")
+        photos.append(rgb)
+
+    extractor = DescriptorExtractor("vgg19")
+    triangle = STRUCTURE_RANK * (STRUCTURE_RANK + 1) // 2
+    assert extractor.blocks == ((64, triangle), (128, triangle), (256, triangle), (512, triangle), (512, triangle))
+    assert torch.equal(structure_projection(64, 0), structure_projection(64, 0))  # fixed, not fitted
+
+    store_dir = tmp_path / "store"
+    report = build_or_update(refs, store_dir, features="vgg19", device="cpu")
+    manifest = json.loads((store_dir / "manifest.json").read_text())
+    assert report.features == manifest["features"] == "vgg19-gram-v1"
+    assert manifest["weights"].startswith("Oxford VGG19") and str(path) in manifest["weights"]
+    assert manifest["blocks"] == [list(b) for b in extractor.blocks] and manifest["dim"] == extractor.dim
+
+    store = ReferenceStore.open(store_dir, expected_features="vgg19")
+    vectors, _ = store.descriptors()
+    texture, structure = similarity(vectors[2], vectors, store.blocks)
+    assert texture[2] == pytest.approx(1.0, abs=1e-5) and structure[2] == pytest.approx(1.0, abs=1e-5)
+    from pikfix.color import luminance
+
+    best = store.search(luminance(photos[2].astype(np.float32) / 255.0), k=1)[0]
+    assert best.path.name == "p2.png"
+
+    with pytest.raises(StoreError, match="not effnet-lite0-stats-v1"):
+        ReferenceStore.open(store_dir, expected_features="effnet-lite0")
+    with pytest.raises(StoreError, match="cannot be mixed"):
+        build_or_update(refs, store_dir, features="vgg19-torchvision")  # other weights, other numbers
+    assert len({cache_store_dir(refs, f) for f in ("vgg19", "vgg19-torchvision", "effnet-lite0")}) == 3
