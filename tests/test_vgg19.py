@@ -318,3 +318,22 @@ def test_vgg19_store_records_its_weights_and_never_mixes(tiny, tmp_path, monkeyp
     with pytest.raises(StoreError, match="cannot be mixed"):
         build_or_update(refs, store_dir, features="vgg19-torchvision")  # other weights, other numbers
     assert len({cache_store_dir(refs, f) for f in ("vgg19", "vgg19-torchvision", "effnet-lite0")}) == 3
+
+
+def test_checkpoint_names_the_vgg19_backbone_instead_of_storing_it(tiny, tmp_path, monkeypatch):
+    from pikfix.checkpoint import load_checkpoint, save_checkpoint
+    from pikfix.config import preset_config
+    from pikfix.model import build_model
+
+    path, _ = tiny
+    monkeypatch.setenv("PIKFIX_VGG19", str(path))
+    config = preset_config("tiny")
+    config.similarity.backbone, config.similarity.backbone_weights = "vgg19", "imagenet"
+    model = build_model(config)
+    out = tmp_path / "m.safetensors"
+    save_checkpoint(model, out)
+    with safe_open(str(out), framework="pt") as fh:
+        assert not any(key.startswith("similarity.backbone.") for key in fh.keys())
+    loaded, header = load_checkpoint(out)
+    assert header["backbone_weights_source"].startswith("Oxford VGG19") and str(path) in header["backbone_weights_source"]
+    assert torch.equal(loaded.similarity.backbone.trunk.layers[0].weight, model.similarity.backbone.trunk.layers[0].weight)
