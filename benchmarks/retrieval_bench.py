@@ -1,6 +1,8 @@
 """Reference retrieval: indexing speed, FAISS search latency and retrieval accuracy.
 
-    .venv/bin/python benchmarks/retrieval_bench.py --photos /work/shared/data/photos
+    .venv/bin/python benchmarks/retrieval_bench.py --photos /work/shared/data/photos [--features vgg19 effnet-lite0]
+
+Each descriptor (``--features``) is measured in turn:
 
 1. Indexing: `build_or_update` on the photo folder into a temporary store (cold, including
    the network's start-up), then an unchanged rerun.
@@ -9,7 +11,7 @@
    recipe), and is searched among all the colour photos. Reported: its own colour original at
    rank 1 and in the top 5, and for photos with a category in their name (animal, monument,
    musician, sea) how often the best *other* photo shares it (a related reference is what a
-   user without the original gets). "faiss" ranks by texture + structure alone, "reranked"
+   user without the original gets; P@5: the share of the 5 best other photos that do). "faiss" ranks by texture + structure alone, "reranked"
    is what `ReferenceStore.search` returns.
 3. FAISS latency: the store's descriptors replicated with noise to 10k and 100k vectors;
    one query at a time (as `pikfix fix` searches), top-5 and the re-ranker's top-32, flat and
@@ -93,14 +95,14 @@ def _full_damage(rgb: np.ndarray, seed: int) -> np.ndarray:
     return luminance(np.repeat(grey[:, :, None], 3, axis=2))
 
 
-def bench_indexing(photos: Path, store_dir: Path, device: str) -> ReferenceStore:
+def bench_indexing(photos: Path, store_dir: Path, device: str, features: str) -> ReferenceStore:
     start = time.perf_counter()
-    report = build_or_update(photos, store_dir, device=device)
+    report = build_or_update(photos, store_dir, features=features, device=device)
     cold = time.perf_counter() - start
     start = time.perf_counter()
-    build_or_update(photos, store_dir, device=device)
+    build_or_update(photos, store_dir, features=features, device=device)
     rerun = time.perf_counter() - start
-    print(f"indexing: {report.total} photos in {cold:.1f} s cold = {report.total / cold:.1f} images/s "
+    print(f"indexing {report.features}: {report.total} photos in {cold:.1f} s cold = {report.total / cold:.1f} images/s "
           f"(decode + embed, incl. network start-up); unchanged rerun {rerun:.2f} s; "
           f"{len(report.skipped)} skipped", flush=True)
     return ReferenceStore.open(store_dir, device=device)
@@ -116,6 +118,7 @@ def bench_accuracy(store: ReferenceStore, extractor: DescriptorExtractor) -> dic
         own1 = {"faiss": 0, "reranked": 0}
         own5 = {"faiss": 0, "reranked": 0}
         related = {"faiss": [], "reranked": []}
+        related5 = {"faiss": [], "reranked": []}
         seconds = []
         vectors = []
         for i, rgb in enumerate(originals):
@@ -123,7 +126,7 @@ def bench_accuracy(store: ReferenceStore, extractor: DescriptorExtractor) -> dic
             start = time.perf_counter()
             matches = store.search(l, k=RERANK_CANDIDATES)
             seconds.append(time.perf_counter() - start)
-            vectors.append(extractor.embed(prepare_grey(normalize_l(torch.from_numpy(l))).unsqueeze(0)).vectors[0])
+            vectors.append(extractor.embed(prepare_grey(normalize_l(torch.from_numpy(l)), extractor.input_size).unsqueeze(0)).vectors[0])
             rankings = {
                 "reranked": [m.path.name for m in matches],
                 "faiss": [m.path.name for m in sorted(matches, key=lambda m: -(m.texture + m.structure))],
@@ -132,13 +135,15 @@ def bench_accuracy(store: ReferenceStore, extractor: DescriptorExtractor) -> dic
                 own1[method] += ranked[0] == names[i]
                 own5[method] += names[i] in ranked[:5]
                 if categories[i] is not None:
-                    best_other = next(n for n in ranked if n != names[i])
-                    related[method].append(categories[names.index(best_other)] == categories[i])
+                    others = [categories[names.index(n)] == categories[i] for n in ranked if n != names[i]][:5]
+                    related[method].append(others[0])
+                    related5[method].append(np.mean(others))
         n = len(originals)
         for method in ("faiss", "reranked"):
             print(f"accuracy ({kind} damage, {method:8s}): own original top-1 {own1[method] / n:.3f}, "
-                  f"top-5 {own5[method] / n:.3f}; best other photo same category "
-                  f"{np.mean(related[method]):.3f} ({len(related[method])} queries)", flush=True)
+                  f"top-5 {own5[method] / n:.3f}; other photos of the same category P@1 "
+                  f"{np.mean(related[method]):.3f}, P@5 {np.mean(related5[method]):.3f} "
+                  f"({len(related[method])} queries)", flush=True)
         print(f"query latency (grey {QUERY_SIDE} px -> ranked references, {n} photos): "
               f"{1000 * np.median(seconds):.1f} ms median", flush=True)
         query_vectors[kind] = np.stack(vectors)
@@ -186,6 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=Path, default=Path("/work/shared/data/photos"))
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--features", nargs="+", default=["vgg19", "effnet-lite0"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
@@ -199,12 +205,15 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="pikfix-retrieval-bench-"))
     try:
-        store = bench_indexing(args.photos, work / "store", args.device)
-        extractor = DescriptorExtractor(store.features, resolve_device(args.device))
-        queries = bench_accuracy(store, extractor)
-        bench_faiss(store.descriptors()[0], queries["full"], args.sizes)
+        for features in args.features:
+            store = bench_indexing(args.photos, work / features, args.device, features)
+            extractor = DescriptorExtractor(store.features, resolve_device(args.device))
+            print(f"{store.features}: {extractor.dim} dims, weights: {extractor.weights_source}", flush=True)
+            queries = bench_accuracy(store, extractor)
+            bench_faiss(store.descriptors()[0], queries["full"], args.sizes)
     finally:
         shutil.rmtree(work)
+    print(f"load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class RestorationConfig:
 class SimilarityConfig:
     """Similarity sub-net (paper 3.2, eq. 1-2)."""
 
-    backbone: str = "resnet34"
+    backbone: str = "resnet34"  # resnet34, efficientnet_lite0, vgg19 or convnet (pikfix.backbones)
     backbone_weights: str = "none"  # "none" (train from scratch), "imagenet" or a file path
     backbone_widths: tuple[int, ...] = (32, 48, 64, 96)  # only for the "convnet" backbone
     channels: int = 64  # common width C of the projected features
@@ -92,13 +92,20 @@ def _sub(kind: type, data: dict[str, Any], section: str) -> Any:
 
 
 def _paper() -> ModelConfig:
-    """Close to the paper's sizes (ResNet34 similarity, DenseNet 6/12/24/16 encoder, 256 bins),
-    plus the damage detector."""
-    return ModelConfig(preset="paper", restoration=RestorationConfig(detector_width=32))
+    """Close to the paper's sizes (DenseNet 6/12/24/16 encoder, 256 bins), plus the damage
+    detector. The paper's ImageNet ResNet34 installs nowhere offline, so the similarity sub-net
+    uses ImageNet VGG19 (Oxford's, ``make weights``), the correspondence features of He et al.
+    (2018), frozen."""
+    return ModelConfig(
+        preset="paper",
+        restoration=RestorationConfig(detector_width=32),
+        similarity=SimilarityConfig(backbone="vgg19", backbone_weights="imagenet"),
+    )
 
 
 def _lite() -> ModelConfig:
-    """Small enough for CPU use: narrow sub-nets, 32 bins, the offline ImageNet EfficientNet-lite0."""
+    """Small enough for CPU use: narrow sub-nets, 32 bins, the offline ImageNet EfficientNet-lite0
+    (it warped references better than VGG19 at a sixth of the time: benchmarks/warp_backbones.py)."""
     return ModelConfig(
         preset="lite",
         restoration=RestorationConfig(channels=24, growth=12, blocks=2, units=3, detector_width=16),

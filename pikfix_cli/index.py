@@ -27,7 +27,8 @@ def index(
     ),
     features: str = typer.Option(
         "effnet-lite0", "--features",
-        help="Descriptor: effnet-lite0 (offline default) or vgg19 (needs ImageNet weights in the torch hub cache).",
+        help="Descriptor: effnet-lite0 (default: best measured), vgg19 (the paper's Gram/mean statistics; "
+        "weights from `make weights`) or vgg19-torchvision (torchvision's weights in the torch hub cache).",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     index_type: str = typer.Option(

@@ -85,11 +85,10 @@ def test_damaged_store_is_rebuilt_with_a_warning(tmp_path, refs):
     [
         (["--features", "sift"], "unknown features 'sift'"),
         (["--index-type", "hnsw"], "unknown index type 'hnsw'"),
-        (["--features", "vgg19"], "ImageNet weights not found"),
+        (["--features", "vgg19"], "VGG19 weights not found"),
     ],
 )
-def test_bad_options_are_one_line_errors(tmp_path, refs, monkeypatch, args, message):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no VGG19 weights in this hub cache
+def test_bad_options_are_one_line_errors(tmp_path, refs, no_vgg19_weights, args, message):
     res = _index(str(refs), "--out", str(tmp_path / "store"), "--device", "cpu", *args)
     assert res.exit_code == 2
     assert message in res.stderr and "Traceback" not in res.output

@@ -86,28 +86,27 @@ def test_perceptual_gradient_reaches_the_prediction(lite0_perceptual):
     assert pred.grad is not None and pred.grad.abs().sum() > 0
 
 
-def test_auto_falls_back_without_vgg19_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_auto_falls_back_without_vgg19_weights(no_vgg19_weights):
     loss = PerceptualLoss("auto")
     assert loss.network == "efficientnet_lite0"
-    assert "VGG19 ImageNet weights not found" in loss.description
-    assert str(tmp_path) in loss.description
+    assert f"VGG19 weights not found at {no_vgg19_weights}; install them once with `make weights`" in loss.description
 
 
-def test_vgg19_without_weights_raises(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(WeightsUnavailableError, match="never downloads"):
+def test_vgg19_without_weights_raises(no_vgg19_weights):
+    with pytest.raises(WeightsUnavailableError, match="make weights"):
         PerceptualLoss("vgg19")
+    with pytest.raises(WeightsUnavailableError, match="never downloads"):
+        PerceptualLoss("vgg19", "torchvision")
 
 
-def test_auto_uses_vgg19_weights_from_the_hub_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_auto_uses_torchvision_vgg19_weights_from_the_hub_cache(no_vgg19_weights):
     trunk = make_layers(cfgs["E"])
     path = hub_cache_file(VGG19_Weights.DEFAULT.url)
     path.parent.mkdir(parents=True)
     torch.save({f"features.{k}": v for k, v in trunk.state_dict().items()}, path)
-    loss = PerceptualLoss("auto")
-    assert loss.network == "vgg19" and "vgg19 ImageNet (hub cache" in loss.description
+    loss = PerceptualLoss("auto", "torchvision")
+    assert loss.network == "vgg19" and "imagenet preprocessing (torchvision VGG19" in loss.description
+    assert loss.feature_scale == 1.0
     assert torch.equal(loss.features.layers[30].weight, trunk[30].weight)  # conv5_2 loaded
     feats = loss.features(torch.zeros(1, 1, 32, 32))
     assert [f.shape[1:] for f in feats] == [(128, 16, 16), (256, 8, 8), (512, 4, 4), (512, 2, 2)]

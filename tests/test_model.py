@@ -13,7 +13,10 @@ H, W = 67, 129  # deliberately not multiples of 32
 
 @pytest.fixture(scope="module", params=["tiny", "lite", "paper"])
 def model(request):
-    return build_model(request.param).eval()
+    config = preset_config(request.param)
+    if request.param == "paper":
+        config.similarity.backbone_weights = "none"  # shapes only: tests never need the Oxford weights
+    return build_model(config).eval()
 
 
 def _inputs(h=H, w=W, rh=50, rw=71):

@@ -25,7 +25,7 @@ from pikfix.retrieval import (
     cache_store_dir,
 )
 from pikfix.retrieval.background import map_in_background
-from pikfix.retrieval.descriptor import similarity
+from pikfix.retrieval.descriptor import EFFNET_FEATURES, VGG19_FEATURES, similarity
 from pikfix.retrieval.update import photo_grey
 
 N_REFS = 6
@@ -138,7 +138,7 @@ def test_descriptor_blocks_split_into_texture_and_structure():
     d = extractor.embed(batch)
     assert d.vectors.shape == (2, extractor.dim) and d.thumbs.shape == (2, 256)
     np.testing.assert_allclose(np.linalg.norm(d.vectors, axis=1), 1.0, atol=1e-5)
-    texture, structure = similarity(d.vectors[0], d.vectors, extractor.layer_channels)
+    texture, structure = similarity(d.vectors[0], d.vectors, extractor.blocks)
     np.testing.assert_allclose([texture[0], structure[0]], 1.0, atol=1e-5)
     # The FAISS inner product is exactly the equal-weight sum the re-ranker splits it into.
     np.testing.assert_allclose(d.vectors @ d.vectors[0], 0.5 * texture + 0.5 * structure, atol=1e-5)
@@ -294,7 +294,7 @@ def test_missing_store_is_a_clear_error(tmp_path):
 
 
 def test_stores_of_different_features_never_mix(built, refs, tmp_path):
-    with pytest.raises(StoreError, match="built with features effnet-lite0-stats-v1, not vgg19-stats-v1"):
+    with pytest.raises(StoreError, match=f"built with features {EFFNET_FEATURES}, not {VGG19_FEATURES}"):
         ReferenceStore.open(built, expected_features="vgg19")
     store = shutil.copytree(built, tmp_path / "store")
     before = (store / "manifest.json").read_bytes()
@@ -307,10 +307,11 @@ def test_stores_of_different_features_never_mix(built, refs, tmp_path):
     assert (store / "manifest.json").read_bytes() == before
 
 
-def test_vgg19_without_imagenet_weights_says_where_they_go(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(WeightsUnavailableError, match="vgg19"):
+def test_vgg19_without_weights_says_how_to_install_them(no_vgg19_weights):
+    with pytest.raises(WeightsUnavailableError, match=f"VGG19 weights not found at {no_vgg19_weights}; install them once with `make weights`"):
         DescriptorExtractor("vgg19")
+    with pytest.raises(WeightsUnavailableError, match="never downloads"):
+        DescriptorExtractor("vgg19-torchvision")
 
 
 def test_killed_update_leaves_the_previous_store_usable(tmp_path, refs, monkeypatch):

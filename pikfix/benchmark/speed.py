@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pikfix.config import preset_config
 from pikfix.model import build_model
 from pikfix.device import resolve_device
 from pikfix.pipeline import FixPipeline
@@ -70,7 +71,9 @@ def peak_rss_mib() -> float:
 def time_fix(preset: str, megapixels: float, device: str = "auto", work_size: int = 512, tile: int = 512) -> SpeedResult:
     """Fix one synthetic photo with a freshly initialised model (speed does not depend on weights)."""
     dev = resolve_device(device)
-    pipe = FixPipeline(build_model(preset), dev, work_size=work_size, tile=tile)
+    config = preset_config(preset)
+    config.similarity.backbone_weights = "none"  # same arithmetic; no pretrained files needed
+    pipe = FixPipeline(build_model(config), dev, work_size=work_size, tile=tile)
     photo = synthetic_photo(megapixels)
     reference = pipe.prepare_reference(synthetic_photo(0.3, seed=1))
     pipe.fix(photo[:256, :256], reference)  # warm-up (allocator, kernels)

@@ -2,7 +2,8 @@
 
 Layout of a store directory (written by ``pikfix.retrieval.update``)::
 
-    manifest.json          the commit point: format, feature id, the refs folder, one entry
+    manifest.json          the commit point: format, feature id and the weights used, the
+                           block sizes of the vectors, the refs folder, one entry
                            per photo (path relative to the refs folder, sha256, size, mtime,
                            row = FAISS id), the data folder's name and its files' checksums,
                            and a checksum of the manifest itself
@@ -36,6 +37,7 @@ import faiss
 import numpy as np
 import torch
 
+from pikfix.cache import cache_root, sha256_file
 from pikfix.color import normalize_l
 from pikfix.device import resolve_device
 from pikfix.retrieval.descriptor import (
@@ -87,14 +89,6 @@ class Match:
         }
 
 
-def cache_root() -> Path:
-    """Where pikfix caches derived data: ``$PIKFIX_CACHE``, else ``$XDG_CACHE_HOME/pikfix``."""
-    if os.environ.get("PIKFIX_CACHE"):
-        return Path(os.environ["PIKFIX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pikfix"
-
-
 def cache_store_dir(refs_dir: str | os.PathLike[str], features: str = DEFAULT_FEATURES) -> Path:
     """The cached store of a refs folder: one per absolute path and feature id, never shared."""
     key = hashlib.sha1(str(Path(refs_dir).resolve()).encode("utf-8")).hexdigest()[:16]
@@ -102,15 +96,6 @@ def cache_store_dir(refs_dir: str | os.PathLike[str], features: str = DEFAULT_FE
 
 
 # --------------------------------------------------------------------------- manifest
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks so that big scans never sit in memory."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def manifest_checksum(manifest: dict[str, Any]) -> str:
@@ -169,6 +154,14 @@ def check_features(store_dir: Path, manifest: dict[str, Any], feature_id: str) -
         )
 
 
+def manifest_blocks(manifest: dict[str, Any]) -> tuple[tuple[int, int], ...]:
+    """The (texture, structure) block sizes of a store's vectors; stores written before the
+    VGG19 covariance descriptor only list their layer channels (both blocks that wide)."""
+    if "blocks" in manifest:
+        return tuple((int(t), int(s)) for t, s in manifest["blocks"])
+    return tuple((int(c), int(c)) for c in manifest["layer_channels"])
+
+
 def _read_index(path: Path, nprobe: int | None) -> faiss.Index:
     index = faiss.read_index(str(path))
     if nprobe is not None:
@@ -188,7 +181,8 @@ class ReferenceStore:
         self.features: str = manifest["features"]
         self.refs_dir = Path(manifest["refs_dir"])
         self.index_type: str = manifest["index_type"]
-        self.layer_channels = tuple(manifest["layer_channels"])
+        self.blocks = manifest_blocks(manifest)
+        self.weights: str = manifest.get("weights", "")
         self.paths = [self.refs_dir / entry["path"] for entry in manifest["entries"]]
         self._index = index
         self._thumbs = thumbs
@@ -235,7 +229,7 @@ class ReferenceStore:
         _, ids = self._index.search(query.vectors, candidates)
         rows = ids[0][ids[0] >= 0]  # IVF pads with -1 when its probed lists hold too few vectors
         vectors = self._index.reconstruct_batch(rows)
-        texture, structure = similarity(query.vectors[0], vectors, self.layer_channels)
+        texture, structure = similarity(query.vectors[0], vectors, self.blocks)
         layout = self._thumbs[rows] @ query.thumbs[0]
         score = (
             TEXTURE_WEIGHT * texture
@@ -260,7 +254,7 @@ class ReferenceStore:
             if self._extractor.dim != self._index.d:
                 raise StoreError(f"{self.store_dir}: vectors have {self._index.d} dims, {self.features} gives "
                                  f"{self._extractor.dim}; {rebuild_hint(self.store_dir)}")
-        return self._extractor.embed(prepare_grey(normalize_l(t)).unsqueeze(0))
+        return self._extractor.embed(prepare_grey(normalize_l(t), self._extractor.input_size).unsqueeze(0))
 
     def descriptors(self) -> tuple[np.ndarray, np.ndarray]:
         """All stored (vectors, thumbnails), in row order: what an update reuses."""

@@ -36,7 +36,13 @@ from pikfix.color import normalize_l, rgb_to_lab
 from pikfix.imageio import IMAGE_SUFFIXES, ImageReadError, find_images, read_image
 from pikfix.device import resolve_device
 from pikfix.retrieval.background import map_in_background
-from pikfix.retrieval.descriptor import DEFAULT_FEATURES, DescriptorExtractor, prepare_grey, resolve_features
+from pikfix.retrieval.descriptor import (
+    DEFAULT_FEATURES,
+    INPUT_SIZE,
+    DescriptorExtractor,
+    prepare_grey,
+    resolve_features,
+)
 from pikfix.retrieval.store import (
     FORMAT,
     FORMAT_VERSION,
@@ -47,6 +53,7 @@ from pikfix.retrieval.store import (
     StoreCorruptError,
     StoreError,
     check_features,
+    manifest_blocks,
     manifest_checksum,
     read_manifest,
     sha256_file,
@@ -159,10 +166,10 @@ def shrink_photo(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(img)
 
 
-def photo_grey(rgb: np.ndarray) -> torch.Tensor:
-    """Small uint8 RGB (from ``shrink_photo``) -> the prepared grey input of ``embed``."""
+def photo_grey(rgb: np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor:
+    """Small uint8 RGB (from ``shrink_photo``) -> the prepared grey input of ``embed`` at ``size``."""
     t = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1) / 255.0
-    return prepare_grey(normalize_l(rgb_to_lab(t)[:1]))
+    return prepare_grey(normalize_l(rgb_to_lab(t)[:1]), size)
 
 
 def build_index(vectors: np.ndarray, index_type: str) -> tuple[faiss.Index, str, int | None]:
@@ -350,7 +357,8 @@ class _Update:
     def _embed_batch(self, pending: list[_Loaded]) -> int:
         """Embed and record ``pending`` (then empty it); returns how many were embedded."""
         assert self.extractor is not None  # built by run() whenever there are jobs
-        batch = torch.stack([photo_grey(loaded.rgb) for loaded in pending])  # type: ignore[arg-type]
+        size = self.extractor.input_size
+        batch = torch.stack([photo_grey(loaded.rgb, size) for loaded in pending])  # type: ignore[arg-type]
         descriptors = self.extractor.embed(batch)
         for i, loaded in enumerate(pending):
             job = loaded.job
@@ -369,10 +377,12 @@ class _Update:
         index, kind, nprobe = build_index(vectors, self.index_type)
         self.report.index_type = kind
         if self.extractor is not None:
-            layer_channels = list(self.extractor.layer_channels)
+            blocks = [list(b) for b in self.extractor.blocks]
+            weights = self.extractor.weights_source
         else:  # nothing read: an update that only removed files
             assert previous is not None
-            layer_channels = previous.manifest["layer_channels"]
+            blocks = [list(b) for b in manifest_blocks(previous.manifest)]
+            weights = previous.manifest.get("weights", "")
 
         data_name = f"data-{uuid.uuid4().hex[:12]}"
         tmp = self.store_dir / f".tmp-{data_name}"
@@ -394,7 +404,8 @@ class _Update:
             "created_by": f"pikfix {__version__}",
             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "features": self.feature_id,
-            "layer_channels": layer_channels,
+            "blocks": blocks,
+            "weights": weights,
             "dim": int(vectors.shape[1]),
             "refs_dir": str(self.refs_dir),
             "index_type": kind,
