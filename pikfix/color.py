@@ -119,3 +119,15 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
         strip = torch.from_numpy(np.ascontiguousarray(rgb[y : y + STRIP_ROWS], dtype=np.float32))
         out[y : y + STRIP_ROWS] = rgb_to_lab(strip.permute(2, 0, 1))[0].numpy()
     return out
+
+
+def grey_lightness(grey: np.ndarray) -> np.ndarray:
+    """Lab L in [0, 100] of an sRGB grey image (H, W) in [0, 1], in numpy.
+
+    For a grey pixel Y is its linear value, so L needs no colour matrix: cheap enough for
+    data-loader workers, where small torch ops cost more in threading than in arithmetic.
+    """
+    g = np.clip(grey, 0.0, 1.0).astype(np.float32)
+    y = np.where(g <= 0.04045, g / 12.92, ((g + 0.055) / 1.055) ** 2.4)
+    f = np.where(y > _EPS, np.cbrt(np.maximum(y, _EPS)), (_KAPPA * y + 16.0) / 116.0)
+    return (116.0 * f - 16.0).astype(np.float32)

@@ -185,3 +185,47 @@ def test_restoration_stage_trains_only_restoration_and_resumes(tmp_path: Path) -
     more = RestorationTrainConfig(**{**cfg.__dict__, "steps": 3})
     train_restoration(photos[:2], photos[2:], out, more, base_model=base_path, resume=True, log=lambda s: None)
     assert load_checkpoint(ckpt)[1]["metadata"]["step"] == 3
+
+
+# --------------------------------------------------------------------------- the shipped model
+
+
+@pytest.fixture(scope="module")
+def shipped() -> FixPipeline:
+    from pikfix.checkpoint import default_model_path
+
+    path = default_model_path()
+    assert path is not None
+    return FixPipeline.from_checkpoint(path, "cpu", tile=256, tile_overlap=32)
+
+
+def _scene(h: int = 128, w: int = 160) -> np.ndarray:
+    """A photo-like lightness (L, 0-100): smooth shading, edges and some texture."""
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    rng = np.random.default_rng(0)
+    l = 45 + 25 * np.sin(5 * x + 3 * y) + 10 * np.cos(11 * y)
+    l[h // 3 : 2 * h // 3, w // 4 : w // 2] = 20
+    l[h // 5 : h // 3, 3 * w // 5 : 4 * w // 5] = 80
+    texture = np.asarray(Image.fromarray(rng.normal(0, 1, (h // 4, w // 4)).astype(np.float32)).resize((w, h), Image.Resampling.BICUBIC))
+    return np.clip(l + 3 * texture, 0, 100).astype(np.float32)
+
+
+def test_shipped_model_keeps_a_clean_photo_nearly_unchanged(shipped: FixPipeline) -> None:
+    clean = _scene()
+    out = shipped.restore_l(clean).l
+    mse = float((((out - clean) / 100.0) ** 2).mean())
+    assert -10 * np.log10(mse) > 38.0
+
+
+def test_shipped_model_removes_most_of_a_drawn_crack(shipped: FixPipeline) -> None:
+    clean = _scene()
+    damaged = clean.copy()
+    rows = (np.arange(clean.shape[1]) * 0.3 + 40).astype(int)
+    for dx, r in enumerate(rows):
+        damaged[r : r + 3, dx] = 97.0  # a bright, 3 px wide, slanted crack
+    mask = np.abs(damaged - clean) > 2.0
+    restored = shipped.restore_l(damaged)
+    before = np.abs(damaged - clean)[mask].mean()
+    after = np.abs(restored.l - clean)[mask].mean()
+    assert after < 0.4 * before
+    assert restored.mask[mask].mean() > 0.5  # the detector found it
