@@ -200,6 +200,26 @@ def scan_images(
     return usable, skipped
 
 
+def scan_folders(
+    folders: Sequence[str | os.PathLike[str]], config: DataConfig | None = None
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """``scan_images`` over several folders: each must hold a usable photo, together
+    ``config.min_images``.  A photo found twice (overlapping folders) counts once."""
+    config = config or DataConfig()
+    if not folders:
+        raise DataError("no photo folder given")
+    usable: dict[Path, Path] = {}  # resolved path -> path as found
+    skipped: list[tuple[Path, str]] = []
+    for folder in folders:
+        found, rejected = scan_images(folder, dataclasses.replace(config, min_images=1))
+        usable.update((p.resolve(), p) for p in found if p.resolve() not in usable)
+        skipped += rejected
+    if len(usable) < config.min_images:
+        names = ", ".join(str(f) for f in folders)
+        raise DataError(f"found {len(usable)} usable images in {names}, need at least {config.min_images}")
+    return list(usable.values()), skipped
+
+
 def _is_colourless(pixels: np.ndarray) -> bool:
     """True for an RGB-encoded greyscale picture (e.g. a scanned black-and-white print saved as JPEG)."""
     step = max(1, math.isqrt(pixels.shape[0] * pixels.shape[1] // 250_000))  # ~250k samples suffice
@@ -259,6 +279,7 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         self.train = train
         self.epoch = 0
         self._cache: OrderedDict[Path, torch.Tensor] = OrderedDict()
+        self._cache_size: int | None = _CACHE_SIZE  # None: keep every photo (``preload``)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -351,6 +372,19 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         reference = TF.adjust_saturation(reference, rng.uniform(*cfg.ref_saturation))
         return TF.adjust_hue(reference, rng.uniform(-cfg.ref_hue, cfg.ref_hue))
 
+    def preload(self) -> None:
+        """Decode and resize every photo now and keep them all (not only the last few).
+
+        Called before DataLoader workers start, the workers share these tensors (fork) instead
+        of each decoding a full-size photo for nearly every sample. About 1 MB per photo at
+        a 128 px crop (4 MB at 256 px); samples are identical to those of the lazy cache.
+        """
+        if self._cache_size is None:
+            return
+        self._cache_size = None
+        for index in range(len(self.paths)):
+            self._load(index)
+
     def _load(self, index: int) -> torch.Tensor:
         """Photo ``index`` as float32 (3, H, W) in [0, 1], large photos downscaled; LRU-cached."""
         path = self.paths[index]
@@ -369,7 +403,7 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
             image = F.interpolate(image[None], size, mode="bilinear", antialias=True, align_corners=False)[0]
         image = image.contiguous()
         self._cache[path] = image
-        if len(self._cache) > _CACHE_SIZE:
+        if self._cache_size is not None and len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return image
 
