@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+# As `pikfix train` does, before torch is imported: idle OpenMP threads sleep instead of spinning.
+# `--omp-wait default` leaves the OpenMP default (what `pikfix train` did before it set this).
+if "--omp-wait" not in sys.argv or sys.argv[sys.argv.index("--omp-wait") + 1] != "default":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pikfix.device import resolve_device
-from pikfix.training.trainer import TrainConfig, Trainer
+import torch  # noqa: E402
+
+from pikfix.device import resolve_device  # noqa: E402
+from pikfix.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 def main() -> None:
@@ -36,6 +43,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="top-level config override, e.g. --set stage='\"restoration\"'")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--omp-wait", choices=["passive", "default"], default="passive",
+                        help="OMP_WAIT_POLICY=PASSIVE as pikfix train sets it, or the OpenMP default")
     parser.add_argument("--out", type=Path, help="run directory (default: a temporary folder)")
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
@@ -67,7 +76,7 @@ def main() -> None:
     print(json.dumps({
         "crops_per_s": round(crops / seconds, 3), "seconds": round(seconds, 2), "timed_steps": last - first,
         "batch_size": config.batch_size, "crop": config.data.crop, "threads": args.threads,
-        "workers": config.num_workers, "device": args.device, "preset": config.preset,
+        "workers": config.num_workers, "omp_wait": os.environ.get("OMP_WAIT_POLICY", "default"), "device": args.device, "preset": config.preset,
         "config": str(args.config) if args.config else None, "overrides": args.set,
     }))
 

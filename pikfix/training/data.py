@@ -204,15 +204,22 @@ def scan_folders(
     folders: Sequence[str | os.PathLike[str]], config: DataConfig | None = None
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """``scan_images`` over several folders: each must hold a usable photo, together
-    ``config.min_images``.  A photo found twice (overlapping folders) counts once."""
+    ``config.min_images``.  Photos are told apart by file name, as ``split`` does: a name seen
+    in an earlier folder (the same photo fetched twice) is skipped, so it cannot train and
+    validate at once."""
     config = config or DataConfig()
     if not folders:
         raise DataError("no photo folder given")
-    usable: dict[Path, Path] = {}  # resolved path -> path as found
+    usable: dict[str, Path] = {}  # file name -> path
     skipped: list[tuple[Path, str]] = []
     for folder in folders:
         found, rejected = scan_images(folder, dataclasses.replace(config, min_images=1))
-        usable.update((p.resolve(), p) for p in found if p.resolve() not in usable)
+        for path in found:
+            if path.name in usable:
+                if usable[path.name].resolve() != path.resolve():
+                    skipped.append((path, f"same file name as {usable[path.name]}: counted once"))
+            else:
+                usable[path.name] = path
         skipped += rejected
     if len(usable) < config.min_images:
         names = ", ".join(str(f) for f in folders)

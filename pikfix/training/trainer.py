@@ -392,7 +392,9 @@ class Trainer:
         self.crops = _CropPlan(self.train_set, self.schedule.rounds)
 
         self.model = PikFix(config.resolved_model()).to(self.device)
-        stages = {name for name, _, _ in self.schedule.spans}
+        # From the config, not from this run's steps: a run resumed with more steps must build
+        # the same modules (same initial weights) as the uninterrupted run.
+        stages = {spec.stage for spec in config.stages}
         self.loss = PikFixLoss(config.loss, self.model.sphist).to(self.device)
         # Restoration is frozen in the colorization stage: its L terms would cost a perceptual
         # pass and move nothing, so that stage uses the colour terms only.
@@ -408,12 +410,12 @@ class Trainer:
         self.stopped_early = False  # set by fit when the time limit ended the run
         if state is not None:
             self._load_state(state)
-        self.forward: nn.Module = _StageForward(self.model)
+        self.stage_forward: nn.Module = _StageForward(self.model)
         # The discriminator runs several forward passes per step, which DDP does not allow;
         # its gradients are averaged across ranks by hand instead (_average_disc_grads).
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(self.forward, device_ids=ids, find_unused_parameters=stages != {"joint"})
+            self.stage_forward = DistributedDataParallel(self.stage_forward, device_ids=ids, find_unused_parameters=stages != {"joint"})
 
     # ---------------------------------------------------------------- run directory and state
 
@@ -514,9 +516,9 @@ class Trainer:
 
     def train_step(self, batch: dict[str, torch.Tensor], stage: str = "joint") -> dict[str, float]:
         """One optimiser step of ``stage``; returns the loss terms for the log."""
-        self.forward.train()
+        self.stage_forward.train()
         with self._autocast():
-            out = self.forward(stage, batch["input_l"], batch["ref_l"], batch["ref_ab"])
+            out = self.stage_forward(stage, batch["input_l"], batch["ref_l"], batch["ref_ab"])
         if stage == "restoration":
             g_loss, terms = self._restoration_loss(out.float(), batch["target_l"])
         else:
@@ -631,7 +633,8 @@ class Trainer:
         start_step, tick = self.step, time.perf_counter()
         validated_at = self.step
         self.stopped_early = False
-        for batch in self.batches(self.step):
+        batches = self.batches(self.step)
+        for batch in batches:
             if time_limit is not None and self._out_of_time(begin, tick, start_step, val_seconds, time_limit):
                 self.stopped_early = True
                 break
@@ -655,6 +658,7 @@ class Trainer:
             if self.step % self.config.checkpoint_every == 0 and self.dist.main:
                 self._save_state()
                 self._event("checkpoint", step=self.step)
+        batches.close()  # stops the data workers now, also when the time limit ended the loop
         if self.dist.main:
             if validated_at != self.step:
                 self._validate_and_log()
