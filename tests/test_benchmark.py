@@ -209,7 +209,11 @@ def test_bench_folder_kind_is_detected(tmp_path: Path, names: list[str], kind: s
         _photo(tmp_path / name, seed=i, size=(16, 16))
     dataset = detect_dataset(tmp_path)
     assert dataset.kind == kind and len(dataset.samples) == (2 if kind != "synthetic" else 3)
-    assert detect_dataset(tmp_path, colorization_only=True).kind == "colorization" if kind == "synthetic" else True
+    if kind == "synthetic":
+        assert detect_dataset(tmp_path, colorization_only=True).kind == "colorization"
+    else:
+        with pytest.raises(BenchError, match="apply to clean photos"):
+            detect_dataset(tmp_path, colorization_only=True)
 
 
 @pytest.mark.parametrize(
