@@ -43,6 +43,7 @@ class Source:
     version: str
     patterns: tuple[str, ...]  # globs on paths inside the unpacked package
     licence: str = ""  # sdists: the photos' licence as the package states it (debs: read from copyright)
+    note: str = ""  # added to every photo's licence entry
 
 
 SOURCES = (
@@ -54,7 +55,7 @@ SOURCES = (
             "left.jpg", "leuvenA.jpg", "leuvenB.jpg", "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg",
             "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg", "stuff.jpg",
         )
-    )),
+    ), note="the package's licence: OpenCV states no separate licence or source for its sample images"),
     Source("face_recognition", "sdist", "face_recognition", "1.3.0", ("*/tests/test_images/*.jpg",),
            "portraits of US officials: US government works, public domain (package code: MIT)"),
     Source("insightface", "sdist", "insightface", "0.7.3", ("*/insightface/data/images/t1.jpg",),
@@ -170,8 +171,11 @@ def collect(source: Source, dest: Path, downloads: Path, min_side: int) -> list[
                 holder, licence = licence_of(inner, stanzas)
             else:
                 holder, licence = "", source.licence
+            if source.note:
+                licence = f"{licence} ({source.note})"
+            short = holder if len(holder) <= 80 else holder[:77].rsplit(" ", 1)[0] + " ..."
             rows.append({"file": target.name, "package": f"{source.package} ({source.version}, {source.kind})",
-                         "path": inner, "copyright": holder, "licence": licence})
+                         "path": inner, "copyright": short, "licence": licence})
     return rows
 
 
