@@ -17,6 +17,10 @@ DEFAULT_SIZES = (0.25, 1.0, 12.0, 24.0)
 
 
 def bench(
+    folder: Optional[Path] = typer.Argument(
+        None, help="Test folder, kind detected: RealOld <id>o/<id>t pairs, inputs/ + targets/, or clean photos "
+        "(damaged on the fly). Without a reference option the reference is a crop of the ground truth.",
+    ),
     out: Path = typer.Option(Path("pikfix-bench"), "-o", "--out", help="Report folder (its cache/ lets reruns resume)."),
     model: list[Path] = typer.Option([], "--model", help="Checkpoint; repeat for several (none: baselines only)."),
     realold: Optional[Path] = typer.Option(None, "--realold", help="Folder of RealOld pairs: <id>o.jpg + <id>t.jpg."),
@@ -55,7 +59,7 @@ def bench(
 
     try:
         if speed:
-            quality_options = {"--model": model, "--realold": realold, "--inputs": inputs, "--targets": targets,
+            quality_options = {"DIR": folder, "--model": model, "--realold": realold, "--inputs": inputs, "--targets": targets,
                                "--synthetic": synthetic, "--ref": ref, "--refs": refs, "--index": index,
                                "--ref-mode": ref_mode}
             given = [name for name, value in quality_options.items() if value]
@@ -66,15 +70,18 @@ def bench(
         if presets or sizes:
             raise fail("--presets and --sizes need --speed")
         if restoration:
-            if synthetic is None:
-                raise fail("--restoration scores clean photos damaged on the fly: give --synthetic DIR")
-            dataset = _dataset(None, None, None, synthetic, False, val_split, val_fraction, seed).head(max_images)
+            if synthetic is None and folder is None:
+                raise fail("--restoration scores clean photos damaged on the fly: give a folder of photos")
+            photos = synthetic if synthetic is not None else folder
+            dataset = _dataset(None, None, None, None, photos, False, val_split, val_fraction, seed).head(max_images)
             _restoration(out, dataset, model, recipe, long_side, seed, device, tile, tile_overlap, restore_size)
             return
-        dataset = _dataset(realold, inputs, targets, synthetic, colorization_only, val_split, val_fraction, seed)
+        dataset = _dataset(folder, realold, inputs, targets, synthetic, colorization_only, val_split, val_fraction, seed)
+        if folder is not None and ref_mode is None and not (ref or refs or index):
+            ref_mode = "ground-truth-crop"  # the design card's short form: matched references
         mode = _reference_mode(ref_mode, ref, refs, index)
         config = {
-            "mode": "quality", "realold": realold, "inputs": inputs, "targets": targets, "synthetic": synthetic,
+            "mode": "quality", "folder": folder, "kind": dataset.kind, "realold": realold, "inputs": inputs, "targets": targets, "synthetic": synthetic,
             "colorization_only": colorization_only, "val_split": val_split, "val_fraction": val_fraction,
             "seed": seed, "max_images": max_images, "ref_mode": mode, "ref": ref, "refs": refs, "index": index,
             "models": model, "baselines": baselines, "device": device, "work_size": work_size, "tile": tile,
@@ -113,20 +120,22 @@ def _parse_sizes(values: list[str]) -> list[float]:
 
 
 def _dataset(
-    realold: Optional[Path], inputs: Optional[Path], targets: Optional[Path], synthetic: Optional[Path],
+    folder: Optional[Path], realold: Optional[Path], inputs: Optional[Path], targets: Optional[Path], synthetic: Optional[Path],
     colorization_only: bool, val_split: bool, val_fraction: float, seed: int,
 ) -> "Dataset":
     """Exactly one test set from the options, with its unusable files listed as warnings."""
-    from pikfix.benchmark.data import realold_pairs, stem_pairs, synthetic_set
+    from pikfix.benchmark.data import detect_dataset, realold_pairs, stem_pairs, synthetic_set
 
-    sources = sum(x is not None for x in (realold, synthetic)) + (inputs is not None or targets is not None)
+    sources = sum(x is not None for x in (folder, realold, synthetic)) + (inputs is not None or targets is not None)
     if sources != 1:
-        raise fail("give one test set: --realold DIR, --inputs DIR --targets DIR, or --synthetic DIR")
+        raise fail("give one test set: DIR, --realold DIR, --inputs DIR --targets DIR, or --synthetic DIR")
     if (inputs is None) != (targets is None):
         raise fail("--inputs and --targets go together (old photos and their ground truth)")
-    if synthetic is None and (colorization_only or val_split):
+    if synthetic is None and folder is None and (colorization_only or val_split):
         raise fail("--colorization-only and --val-split apply to --synthetic only")
-    if realold is not None:
+    if folder is not None:
+        dataset = detect_dataset(folder, colorization_only, seed, val_split, val_fraction)
+    elif realold is not None:
         dataset = realold_pairs(realold)
     elif inputs is not None and targets is not None:
         dataset = stem_pairs(inputs, targets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from pikfix.benchmark.data import (
     Dataset,
     References,
     StoreRetriever,
+    detect_dataset,
     load_sample,
     realold_pairs,
     stem_pairs,
@@ -192,6 +194,62 @@ def test_identical_images_score_inf_psnr_and_ssim_one_through_the_report(tmp_pat
     assert report["summary"]["identity"]["psnr"] == {"mean": "inf", "ci95": ["inf", "inf"], "n": 3, "n_inf": 3}
     assert report["summary"]["identity"]["ssim"]["mean"] == pytest.approx(1.0)
     assert "inf (identical)" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("names", "kind"),
+    [
+        (["1o.jpg", "1t.jpg", "2o.png", "2_t.png"], "realold"),
+        (["inputs/a.jpg", "targets/a.png", "inputs/b.jpg", "targets/b.png"], "pairs"),
+        (["cat.png", "dog.jpg", "sub/owl.png"], "synthetic"),
+    ],
+)
+def test_bench_folder_kind_is_detected(tmp_path: Path, names: list[str], kind: str) -> None:
+    for i, name in enumerate(names):
+        _photo(tmp_path / name, seed=i, size=(16, 16))
+    dataset = detect_dataset(tmp_path)
+    assert dataset.kind == kind and len(dataset.samples) == (2 if kind != "synthetic" else 3)
+    if kind == "synthetic":
+        assert detect_dataset(tmp_path, colorization_only=True).kind == "colorization"
+    else:
+        with pytest.raises(BenchError, match="apply to clean photos"):
+            detect_dataset(tmp_path, colorization_only=True)
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ([], "no images (expected RealOld pairs"),
+        (["1o.jpg", "1t.jpg", "cat.png"], "mixed folder: 2 image(s) named like RealOld pairs (e.g. 1o.jpg) and 1 clean"),
+        (["inputs/a.jpg", "targets/a.png", "stray.jpg"], "mixed folder: inputs/ + targets/ and 1 other image"),
+        (["inputs/a.jpg"], "has inputs/ but no targets/"),
+    ],
+)
+def test_bench_folder_that_is_empty_or_mixed_is_one_clear_error(tmp_path: Path, names: list[str], message: str) -> None:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i, name in enumerate(names):
+        _photo(folder / name, seed=i, size=(16, 16))
+    with pytest.raises(BenchError, match=re.escape(message)):
+        detect_dataset(folder)
+    code, output = _bench(str(folder), "-o", str(tmp_path / "out"))
+    assert code == 2 and message in output.replace("\n", "") and output.count("error:") == 1
+
+
+def test_readme_first_bench_line_runs_as_written(tmp_path: Path, model_path: Path, monkeypatch) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    line = next(l for l in readme.splitlines() if l.startswith("pikfix bench "))
+    args = line.split("#")[0].split()[2:]
+    assert args == ["realold/", "--model", "m.safetensors"]
+    for i, name in enumerate(["1o.jpg", "1t.jpg", "2o.jpg", "2t.jpg"]):
+        _photo(tmp_path / "realold" / name, seed=i)
+    shutil.copy(model_path, tmp_path / "m.safetensors")
+    monkeypatch.chdir(tmp_path)
+    code, output = _bench(*args, "--device", "cpu")
+    assert code == 0, output
+    report = _strict_json(tmp_path / "pikfix-bench" / "report.json")
+    assert report["dataset"]["images"] == 2 and report["config"]["kind"] == "realold"
+    assert report["config"]["ref_mode"] == "ground-truth-crop"
 
 
 def _bench(*args: str) -> tuple[int, str]:

@@ -12,7 +12,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from pikfix.color import normalize_ab, normalize_l, rgb_to_lab
-from pikfix.training.data import REF_OTHER_IMAGE, REF_SAME_IMAGE, DataConfig, DataError, PairDataset, scan_images, split
+from pikfix.training.data import (
+    REF_OTHER_IMAGE, REF_SAME_IMAGE, DataConfig, DataError, PairDataset, scan_folders, scan_images, split,
+)
 
 CROP = 32
 # Distinct solid colours, so the photo a reference came from can be told by its mean chroma.
@@ -266,3 +268,16 @@ def test_dataloader_batches_match_single_item_access(photos: list[Path], workers
     assert batches[0]["ref_ab"].shape == (2, 2, CROP, CROP) and batches[0]["ref_kind"].shape == (2,)
     for key in batches[0]:
         torch.testing.assert_close(batches[1][key][0], data[2][key], rtol=0, atol=0)
+
+
+def test_scan_folders_joins_folders_and_counts_a_file_name_once(photos: list[Path], tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    extra = _photo(other / "purple.png", (150, 40, 160), seed=7)
+    twin = _photo(other / "red.png", COLOURS["red"], seed=8)  # the same name as a photo of the first folder
+    usable, skipped = scan_folders([photos[0].parent, other, other], DataConfig(crop=CROP))
+    assert sorted(usable) == sorted([*photos, extra])
+    assert [(p, r.split(":")[0]) for p, r in skipped] == [(twin, f"same file name as {photos[0]}")] * 2
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="found 0 usable images in .*empty"):
+        scan_folders([photos[0].parent, tmp_path / "empty"], DataConfig(crop=CROP))

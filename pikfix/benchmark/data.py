@@ -13,6 +13,7 @@ Test sets:
   ``pikfix.training.degradation`` with a per-photo seed, or only turned grey (colorization only).
 
 Files without a partner, or with an ambiguous one, are listed in ``Dataset.skipped``.
+``detect_dataset`` tells these kinds apart from a folder's layout (`pikfix bench DIR`).
 """
 
 from __future__ import annotations
@@ -161,6 +162,55 @@ def stem_pairs(inputs: Path, targets: Path) -> Dataset:
     for path in _images_in(targets, "targets"):
         truths[path.stem].append(path)
     return _match(olds, truths, "pairs", f"{inputs} + {targets}", [])
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return folder == path or folder in path.parents
+
+
+def detect_dataset(
+    folder: Path, colorization_only: bool = False, seed: int = 0, val_split: bool = False, val_fraction: float = 0.1
+) -> Dataset:
+    """The test set a folder holds, told by its layout (`pikfix bench DIR`).
+
+    ``inputs/`` + ``targets/`` subfolders: pairs by file stem; every image named ``<id>o`` /
+    ``<id>t``: RealOld pairs; other images: clean photos damaged on the fly (synthetic, or
+    grey only with ``colorization_only``).  An empty folder, one with only ``inputs/`` or
+    ``targets/``, or one that mixes kinds raises ``BenchError`` saying what was found.
+    """
+    images = _images_in(folder, "test")
+    inputs, targets = folder / "inputs", folder / "targets"
+    if inputs.is_dir() or targets.is_dir():
+        if not (inputs.is_dir() and targets.is_dir()):
+            present, missing = ("inputs", "targets") if inputs.is_dir() else ("targets", "inputs")
+            raise BenchError(f"{folder}: has {present}/ but no {missing}/ (old photos and their ground truth go together)")
+        loose = [p for p in images if not (_inside(p, inputs) or _inside(p, targets))]
+        if loose:
+            raise BenchError(
+                f"{folder}: mixed folder: inputs/ + targets/ and {len(loose)} other image(s), e.g. {loose[0]}; "
+                "move them out or bench inputs/ + targets/ with --inputs/--targets"
+            )
+        return _synthetic_only(stem_pairs(inputs, targets), colorization_only, val_split)
+    if not images:
+        raise BenchError(
+            f"{folder}: no images (expected RealOld pairs <id>o/<id>t, inputs/ + targets/, or clean colour photos)"
+        )
+    named = [p for p in images if _REALOLD_OLD.fullmatch(p.stem) or _REALOLD_TRUTH.fullmatch(p.stem)]
+    if named and len(named) < len(images):
+        other = next(p for p in images if p not in set(named))
+        raise BenchError(
+            f"{folder}: mixed folder: {len(named)} image(s) named like RealOld pairs (e.g. {named[0].name}) and "
+            f"{len(images) - len(named)} clean photo(s) (e.g. {other.name}); put each kind in its own folder"
+        )
+    if named:
+        return _synthetic_only(realold_pairs(folder), colorization_only, val_split)
+    return synthetic_set(folder, colorization_only, seed, val_split, val_fraction)
+
+
+def _synthetic_only(dataset: Dataset, colorization_only: bool, val_split: bool) -> Dataset:
+    if colorization_only or val_split:
+        raise BenchError(f"{dataset.source}: --colorization-only and --val-split apply to clean photos, not {dataset.kind} pairs")
+    return dataset
 
 
 def _derived_seed(seed: int, name: str) -> int:

@@ -77,9 +77,13 @@ def _centre_normalise(f: torch.Tensor) -> torch.Tensor:
 
 
 def similarity_rows(query: torch.Tensor, ref: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 2 for a block of query positions: (B, Q, C) x (B, R, C) -> softmax rows (B, Q, R), max cosine (B, Q)."""
-    cos = torch.bmm(query, ref.transpose(1, 2))
-    return torch.softmax(cos / temperature, dim=2), cos.amax(dim=2)
+    """Eq. 2 for a block of query positions: (B, Q, C) x (B, R, C) -> softmax rows (B, Q, R), max cosine (B, Q).
+
+    Always float32, also under bf16 autocast: a sharp softmax over bf16 cosines warps 2-5 % off.
+    """
+    with torch.autocast(query.device.type, enabled=False):
+        cos = torch.bmm(query.float(), ref.float().transpose(1, 2))
+        return torch.softmax(cos / temperature, dim=2), cos.amax(dim=2)
 
 
 def warp(
@@ -94,7 +98,8 @@ def warp(
     warped_chunks, conf_chunks = [], []
     for start in range(0, query.shape[1], rows):
         attn, best = similarity_rows(query[:, start : start + rows], ref, temperature)
-        warped_chunks.append(torch.bmm(attn, hist))
+        with torch.autocast(attn.device.type, enabled=False):
+            warped_chunks.append(torch.bmm(attn, hist.float()))
         conf_chunks.append(best)
     warped = torch.cat(warped_chunks, dim=1).transpose(1, 2).reshape(b, -1, h, w)
     conf = torch.cat(conf_chunks, dim=1).reshape(b, 1, h, w)

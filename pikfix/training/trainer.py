@@ -1,17 +1,19 @@
-"""End-to-end training of the whole Pik-Fix model (paper 3.4, 4.1), on one process or many.
+"""Training of the Pik-Fix model (paper 3.4, 4.1), staged or end to end, on one process or many.
 
 A run directory holds:
-- ``config.json``: the resolved training config (model, data, loss, optimiser);
+- ``config.json``: the resolved training config (model, data, loss, optimiser, stages);
 - ``log.jsonl``: one JSON object per event (config, step, validation, checkpoint);
 - ``train_state.pt``: everything needed to resume exactly (model, discriminator, optimisers,
-  scheduler, step/epoch/batch position), written atomically, readable with
-  ``torch.load(weights_only=True)``;
+  step), written atomically, readable with ``torch.load(weights_only=True)``;
 - ``last.safetensors`` / ``best.safetensors``: inference checkpoints (``pikfix fix --model``).
 
-Data randomness is derived from (seed, epoch, index) by the dataset and the batch order from
-(seed, epoch), so resuming at step N reproduces the uninterrupted run.  Under ``torchrun`` the
-same code uses DistributedDataParallel: each rank takes every world-th batch element of the
-shared order, rank 0 validates, logs and writes checkpoints.
+Everything is a function of the step: the stage, the learning rate (``Schedule``), the epoch
+and position in its shuffled order, and through them each sample, whose randomness the
+dataset derives from (seed, epoch, index).  Resuming at any step N, the last step of an epoch
+included, therefore reproduces the uninterrupted run.  One DataLoader serves the whole run,
+so its workers start once.  Under ``torchrun`` the same code uses DistributedDataParallel:
+each rank takes every world-th element of the shared batch order, rank 0 validates, logs and
+writes checkpoints.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +32,18 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from pikfix.atomic import atomic_path
 from pikfix.checkpoint import save_checkpoint
 from pikfix.color import denormalize_ab, denormalize_l, lab_to_rgb
 from pikfix.config import ModelConfig, preset_config, reject_unknown_keys
-from pikfix.training.data import DataConfig, PairDataset, scan_images, split
-from pikfix.training.losses import LossConfig, PatchDiscriminator, PikFixLoss
+from pikfix.training.data import DataConfig, PairDataset, scan_folders, split
+from pikfix.training.losses import LossConfig, PatchDiscriminator, PikFixLoss, detector_loss, masked_l1
 from pikfix.metrics import psnr, ssim
-from pikfix.model import PikFix
+from pikfix.model import PikFix, PikFixOutput
+from pikfix.nets.restoration import RestorationOutput
 
 STATE_FILE = "train_state.pt"
 
@@ -48,26 +52,73 @@ class TrainError(ValueError):
     """A training run cannot start or resume (bad config, data or run directory)."""
 
 
+STAGES = ("joint", "restoration", "colorization")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of a training recipe: what is trained, for how many steps.
+
+    ``restoration``: the restoration sub-net alone, on L with the L losses (eq. 5-6); the
+    similarity and colorization sub-nets are not run, so a step is cheap.
+    ``colorization``: restoration frozen (run without gradients), the colour sub-nets trained
+    with the colour losses (eq. 7-9).  ``joint``: everything end to end (the paper).
+    ``steps``: None runs the stage until the run ends (the last stage only).
+    """
+
+    stage: str = "joint"
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; choose one of {', '.join(STAGES)}")
+        if self.steps is not None and (not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1):
+            raise ValueError(f"stage {self.stage!r}: steps must be an integer >= 1, got {self.steps!r}")
+
+    @classmethod
+    def parse(cls, value: Any) -> "StageSpec":
+        """A stage name or a {"stage": ..., "steps": ...} object from JSON."""
+        if isinstance(value, str):
+            return cls(value)
+        if isinstance(value, dict):
+            reject_unknown_keys(value, cls, "stage")
+            return cls(**value)
+        raise ValueError(f"a stage is a name or an object with 'stage' and 'steps', got {value!r}")
+
+
 @dataclass
 class TrainConfig:
-    """Everything a run depends on; stored in config.json and in every checkpoint."""
+    """Everything a run depends on; stored in config.json and in every checkpoint.
+
+    Schedules count optimiser steps, not photos: an epoch is ``crops_per_photo`` crops of every
+    training photo (or exactly ``crops_per_epoch`` crops), so its length does not depend on how
+    few photos there are, and LR decay and validation can be set per step.
+    """
 
     preset: str = "lite"
     seed: int = 0
     batch_size: int = 8
-    epochs: int = 20
-    max_steps: int | None = None  # stops early when reached (None: run all epochs)
+    epochs: int = 20  # run length when no stage has a step count and max_steps is not reached
+    crops_per_photo: int = 8  # an epoch visits every training photo this many times
+    crops_per_epoch: int | None = None  # or this many crops exactly (overrides crops_per_photo)
+    max_steps: int | None = None  # stops early when reached (None: run all epochs / stages)
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)  # the paper prints 0.99 for beta1; 0.9 is the usual value
-    lr_decay: float = 0.99  # exponential decay per epoch (paper)
+    lr_decay: float = 0.99  # LR multiplied by this every lr_decay_every steps (paper: per epoch)
+    lr_decay_every: int | None = None  # steps; None: once per epoch. Restarts with each stage.
     disc_lr: float = 1e-4
     grad_clip: float = 1.0
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast on CUDA (the similarity matmul stays float32); ignored on CPU
     num_workers: int = 2
+    cache_photos: bool = True  # decode and resize every photo once, before the workers start
     checkpoint_every: int = 200  # steps
     log_every: int = 10  # steps
+    val_every: int | None = None  # steps; None: at the end of every epoch (and always at the end)
     val_max_images: int = 32
-    deterministic: bool = False  # torch.use_deterministic_algorithms (slower; for exact-resume checks)
+    # torch.use_deterministic_algorithms: bit-exact on CPU; on CUDA the bilinear-upsampling and
+    # adaptive-pooling backward kernels have no deterministic version, so there it only warns.
+    deterministic: bool = False
+    stages: tuple[StageSpec, ...] = (StageSpec(),)
     model: ModelConfig | None = None  # None: the preset's config
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -78,6 +129,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["betas"] = list(self.betas)
+        out["stages"] = [dataclasses.asdict(s) for s in self.stages]
         out["model"] = self.resolved_model().to_dict()
         out["data"] = self.data.to_dict()
         out["loss"] = self.loss.to_dict()
@@ -97,6 +149,10 @@ class TrainConfig:
                 values["loss"] = LossConfig.from_dict(values["loss"])
             if "betas" in values:
                 values["betas"] = tuple(values["betas"])
+            if "stages" in values:
+                if not isinstance(values["stages"], list) or not values["stages"]:
+                    raise ValueError("stages must be a non-empty list")
+                values["stages"] = tuple(StageSpec.parse(s) for s in values["stages"])
             config = cls(**values)
         except (TypeError, ValueError) as err:
             raise TrainError(f"invalid training config: {err}") from None
@@ -104,15 +160,23 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
+        def positive_or_none(value: int | None) -> bool:
+            return value is None or value >= 1
+
         checks = [
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.crops_per_photo >= 1, "crops_per_photo must be >= 1"),
+            (positive_or_none(self.crops_per_epoch), "crops_per_epoch must be >= 1"),
             (self.max_steps is None or self.max_steps >= 0, "max_steps must be >= 0"),
             (self.lr > 0 and self.disc_lr > 0, "learning rates must be > 0"),
             (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
+            (positive_or_none(self.lr_decay_every), "lr_decay_every must be >= 1 step"),
             (all(0 <= b < 1 for b in self.betas) and len(self.betas) == 2, "betas must be two numbers in [0, 1)"),
             (self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1"),
+            (positive_or_none(self.val_every), "val_every must be >= 1 step"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
+            (all(s.steps is not None for s in self.stages[:-1]), "only the last stage may omit its steps"),
         ]
         for ok, message in checks:
             if not ok:
@@ -121,6 +185,69 @@ class TrainConfig:
             self.resolved_model()
         except ValueError as err:
             raise TrainError(str(err)) from None
+
+    def stage_spans(self, total: int) -> list[tuple[str, int, int]]:
+        """(stage, first step, end step) of each stage within a run of ``total`` steps."""
+        spans, start = [], 0
+        for spec in self.stages:
+            end = total if spec.steps is None else min(total, start + spec.steps)
+            if end > start:
+                spans.append((spec.stage, start, end))
+            start = end
+        return spans or [(self.stages[0].stage, 0, 0)]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step arithmetic of a run: epochs, stages, learning rate and when to validate."""
+
+    steps_per_epoch: int
+    rounds: int  # passes over the photos per epoch (an epoch's sample pool is rounds x photos)
+    total: int
+    spans: tuple[tuple[str, int, int], ...]
+    lr: float
+    lr_decay: float
+    lr_decay_every: int
+    val_every: int
+
+    @classmethod
+    def build(cls, config: TrainConfig, photos: int, world: int) -> "Schedule":
+        """An epoch holds at least one global batch, so a batch larger than the photo set works."""
+        global_batch = config.batch_size * world
+        crops = config.crops_per_epoch if config.crops_per_epoch is not None else config.crops_per_photo * photos
+        crops = max(crops, global_batch)
+        steps_per_epoch = crops // global_batch
+        fixed = [s.steps for s in config.stages]
+        total = sum(fixed) if all(n is not None for n in fixed) else config.epochs * steps_per_epoch  # type: ignore[misc]
+        if config.max_steps is not None:
+            total = min(total, config.max_steps)
+        return cls(
+            steps_per_epoch=steps_per_epoch,
+            rounds=math.ceil(steps_per_epoch * global_batch / photos),
+            total=total,
+            spans=tuple(config.stage_spans(total)),
+            lr=config.lr,
+            lr_decay=config.lr_decay,
+            lr_decay_every=config.lr_decay_every or steps_per_epoch,
+            val_every=config.val_every or steps_per_epoch,
+        )
+
+    def stage_at(self, step: int) -> tuple[str, int]:
+        """The stage that runs step ``step`` (0-based) and the step it started at."""
+        for name, first, end in self.spans:
+            if first <= step < end:
+                return name, first
+        name, first, _ = self.spans[-1]
+        return name, first
+
+    def lr_at(self, step: int) -> float:
+        """Exponential decay per ``lr_decay_every`` steps, restarting at each stage."""
+        _, first = self.stage_at(step)
+        return self.lr * self.lr_decay ** ((step - first) // self.lr_decay_every)
+
+    def validates_after(self, step: int) -> bool:
+        """Whether validation runs once ``step`` steps are done (periodically and at the end)."""
+        return step % self.val_every == 0 or step == self.total
 
 
 # --------------------------------------------------------------------------- distributed helpers
@@ -172,12 +299,73 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=gen).tolist()
 
 
+class _CropPlan(Dataset[dict[str, torch.Tensor]]):
+    """Samples keyed by (epoch, position): position // photos is the pass over the photos
+    within the epoch, position % photos the photo.  Each pass draws fresh randomness from the
+    photo dataset (its epoch is ``epoch * rounds + pass``), so the crops of one photo in an
+    epoch differ, and with one pass per epoch the samples are the photo dataset's own."""
+
+    def __init__(self, photos: PairDataset, rounds: int) -> None:
+        self.photos = photos
+        self.rounds = rounds
+
+    def __len__(self) -> int:
+        return self.rounds * len(self.photos)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, position = key
+        n = len(self.photos)
+        self.photos.set_epoch(epoch * self.rounds + position // n)
+        return self.photos[position % n]
+
+
+class _BatchPlan:
+    """This rank's batch keys from ``start`` to ``end`` step: one DataLoader serves the whole
+    run (its workers start once), and starting at any step reproduces the uninterrupted order."""
+
+    def __init__(self, schedule: Schedule, pool: int, seed: int, batch: int, dist_: "Dist", start: int) -> None:
+        self.schedule, self.pool, self.seed, self.batch, self.dist = schedule, pool, seed, batch, dist_
+        self.start = start
+
+    def __len__(self) -> int:
+        return max(0, self.schedule.total - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        global_batch = self.batch * self.dist.world
+        order: list[int] = []
+        current = -1
+        for step in range(self.start, self.schedule.total):
+            epoch, position = divmod(step, self.schedule.steps_per_epoch)
+            if epoch != current:
+                order, current = epoch_order(self.pool, self.seed, epoch), epoch
+            chunk = order[position * global_batch : (position + 1) * global_batch]
+            yield [(epoch, v) for k, v in enumerate(chunk) if k % self.dist.world == self.dist.rank]
+
+
+class _StageForward(nn.Module):
+    """The forward pass of each stage, as one module so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: PikFix) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, stage: str, l: torch.Tensor, ref_l: torch.Tensor, ref_ab: torch.Tensor) -> Any:
+        if stage == "restoration":
+            return self.model.restore(l)
+        if stage == "colorization":
+            with torch.no_grad():
+                restored = self.model.restore(l).l
+            ab, confidence = self.model.colorize(restored, ref_l, ref_ab)
+            return PikFixOutput(l=restored, ab=ab, confidence=confidence)
+        return self.model(l, ref_l, ref_ab)
+
+
 class Trainer:
     """Owns the model, losses, optimisers and the run directory of one training run."""
 
     def __init__(
         self,
-        data_dir: Path,
+        data_dirs: Path | Sequence[Path],
         run_dir: Path,
         config: TrainConfig,
         device: torch.device,
@@ -192,38 +380,43 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.dist = init_distributed(self.device)
         if config.deterministic:
-            torch.use_deterministic_algorithms(True)
+            _make_deterministic(self.device)
         torch.manual_seed(config.seed)
 
         state = self._check_run_dir(resume)
-        paths, self.skipped = scan_images(data_dir, config.data)
+        paths, self.skipped = scan_folders([data_dirs] if isinstance(data_dirs, (str, Path)) else data_dirs, config.data)
         self.train_paths, self.val_paths = split(paths, config.data.val_fraction, config.seed)
-        if len(self.train_paths) < config.batch_size * self.dist.world:
-            raise TrainError(
-                f"{len(self.train_paths)} training photos cannot fill one batch of {config.batch_size}"
-                f" x {self.dist.world} process(es); lower --batch-size"
-            )
         self.train_set = PairDataset(self.train_paths, config.data, config.seed, train=True)
         self.val_set = PairDataset(self.val_paths[: config.val_max_images], config.data, config.seed, train=False)
-        self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.dist.world)
+        self.schedule = Schedule.build(config, len(self.train_paths), self.dist.world)
+        self.steps_per_epoch = self.schedule.steps_per_epoch
+        self.crops = _CropPlan(self.train_set, self.schedule.rounds)
 
         self.model = PikFix(config.resolved_model()).to(self.device)
+        # From the config, not from this run's steps: a run resumed with more steps must build
+        # the same modules (same initial weights) as the uninterrupted run.
+        stages = {spec.stage for spec in config.stages}
         self.loss = PikFixLoss(config.loss, self.model.sphist).to(self.device)
-        self.disc = PatchDiscriminator().to(self.device) if self.loss.uses_gan else None
+        # Restoration is frozen in the colorization stage: its L terms would cost a perceptual
+        # pass and move nothing, so that stage uses the colour terms only.
+        no_l_terms = dataclasses.replace(config.loss, alpha=0.0, beta=0.0)
+        self.colour_loss = PikFixLoss(no_l_terms, self.model.sphist).to(self.device) if "colorization" in stages else None
+        gan = self.loss.uses_gan and bool(stages & {"joint", "colorization"})
+        self.disc = PatchDiscriminator().to(self.device) if gan else None
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(trainable, lr=config.lr, betas=config.betas)
-        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=config.lr_decay)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.disc_lr, betas=(0.5, 0.999)) if self.disc else None
         self.step = 0
         self.best_psnr = -math.inf
+        self.stopped_early = False  # set by fit when the time limit ended the run
         if state is not None:
             self._load_state(state)
+        self.stage_forward: nn.Module = _StageForward(self.model)
         # The discriminator runs several forward passes per step, which DDP does not allow;
         # its gradients are averaged across ranks by hand instead (_average_disc_grads).
-        self.ddp_model: torch.nn.Module = self.model
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = DistributedDataParallel(self.model, device_ids=ids)
+            self.stage_forward = DistributedDataParallel(self.stage_forward, device_ids=ids, find_unused_parameters=stages != {"joint"})
 
     # ---------------------------------------------------------------- run directory and state
 
@@ -241,19 +434,25 @@ class Trainer:
             raise TrainError(f"{state_path}: unreadable training state ({err})") from None
         saved = state.get("config", {})
         mine = self.config.to_dict()
-        for key in ("model", "data", "seed", "batch_size", "preset"):
+        # Everything that decides which samples come at which step, and what the model is.
+        for key in ("model", "data", "seed", "batch_size", "preset", "crops_per_photo", "crops_per_epoch"):
             if saved.get(key) != mine[key]:
                 raise TrainError(
                     f"{self.run_dir} was trained with a different {key!r} "
                     f"({json.dumps(saved.get(key))[:120]}); resume with the same settings or use a new --out"
                 )
+        done = int(state["step"])
+        if _stages_until(saved.get("stages", []), done) != _stages_until(mine["stages"], done):
+            raise TrainError(
+                f"{self.run_dir}: the stages of its first {done} steps differ from this config's; "
+                "later stages may change, finished ones may not"
+            )
         return state
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        if self.disc is not None and self.opt_d is not None:
+        if self.disc is not None and self.opt_d is not None and "disc" in state:
             self.disc.load_state_dict(state["disc"])
             self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
@@ -264,7 +463,6 @@ class Trainer:
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
             "step": self.step,
             "best_psnr": self.best_psnr,
         }
@@ -278,7 +476,8 @@ class Trainer:
     def _metadata(self) -> dict[str, Any]:
         return {
             "step": self.step,
-            "epoch": self.step / max(1, self.steps_per_epoch),
+            "epoch": self.step / self.steps_per_epoch,
+            "stage": self.schedule.stage_at(max(0, self.step - 1))[0],
             "train_images": len(self.train_paths),
             "val_images": len(self.val_paths),
             "perceptual": self.loss.perceptual_description,
@@ -295,20 +494,15 @@ class Trainer:
 
     # ---------------------------------------------------------------- batches
 
-    def _batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
-        """This rank's batches of an epoch, starting after ``skip`` batches (exact resume)."""
-        self.train_set.set_epoch(epoch)
-        order = epoch_order(len(self.train_set), self.config.seed, epoch)
-        global_batch = self.config.batch_size * self.dist.world
-        order = order[skip * global_batch : self.steps_per_epoch * global_batch]
-        mine = [i for pos, i in enumerate(order) if pos % self.dist.world == self.dist.rank]
+    def batches(self, start: int) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's batches from step ``start`` to the end of the run, from one DataLoader."""
+        if self.config.cache_photos:
+            self.train_set.preload()  # before the workers fork, so they share the decoded photos
+        plan = _BatchPlan(self.schedule, len(self.crops), self.config.seed, self.config.batch_size, self.dist, start)
         loader = DataLoader(
-            torch.utils.data.Subset(self.train_set, mine),
-            batch_size=self.config.batch_size,
-            shuffle=False,
-            drop_last=True,
+            self.crops,
+            batch_sampler=plan,  # type: ignore[arg-type]  # any iterable of index lists works
             num_workers=self.config.num_workers,
-            persistent_workers=False,
             pin_memory=self.device.type == "cuda",
         )
         for batch in loader:
@@ -321,32 +515,55 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        self.ddp_model.train()
+    def train_step(self, batch: dict[str, torch.Tensor], stage: str = "joint") -> dict[str, float]:
+        """One optimiser step of ``stage``; returns the loss terms for the log."""
+        self.stage_forward.train()
         with self._autocast():
-            out = self.ddp_model(batch["input_l"], batch["ref_l"], batch["ref_ab"])
-        terms: dict[str, float] = {}
-        if self.disc is not None and self.opt_d is not None:
+            out = self.stage_forward(stage, batch["input_l"], batch["ref_l"], batch["ref_ab"])
+        if stage == "restoration":
+            g_loss, terms = self._restoration_loss(out, batch["target_l"], batch["mask"])
+        else:
+            loss = self.colour_loss if stage == "colorization" and self.colour_loss is not None else self.loss
+            terms = self._discriminator_step(loss, batch, out.ab.float())
             with self._autocast():
-                d_loss, d_terms = self.loss.discriminator_loss(self.disc, batch["target_l"], batch["target_ab"], out.ab.float())
-            self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self._average_disc_grads()
-            self.opt_d.step()
-            terms.update(d_terms)
-        with self._autocast():
-            g_loss, g_terms = self.loss.generator_loss(
-                _float_output(out), batch["target_l"], batch["target_ab"], batch["ref_ab"], self.disc, batch["mask"]
-            )
+                g_loss, g_terms = loss.generator_loss(
+                    _float_output(out), batch["target_l"], batch["target_ab"], batch["ref_ab"], self.disc, batch["mask"]
+                )
+            terms.update(g_terms)
         self.opt.zero_grad(set_to_none=True)
         if self.opt_d is not None:
             self.opt_d.zero_grad(set_to_none=True)
         g_loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.config.grad_clip)
-        self.opt.step()
-        terms.update(g_terms)
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.config.grad_clip)
+        self.opt.step()  # parameters without a gradient (another stage's) are left as they are
         terms["total"] = float(g_loss.detach())
         return terms
+
+    def _restoration_loss(
+        self, out: RestorationOutput, target_l: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 5 (weighted up inside the damage mask) + eq. 6 + the damage detector's
+        cross-entropy, with the run's weights: the restoration stage's whole objective."""
+        cfg = self.loss.config
+        restored = out.l.float()
+        weighted = {"rec_l": (cfg.alpha, masked_l1(restored, target_l, mask, cfg.mask_weight))}
+        if cfg.delta > 0 and out.mask_logits is not None:
+            weighted["detector"] = (cfg.delta, detector_loss(out.mask_logits.float(), mask))
+        if self.loss.perceptual is not None:
+            weighted["perc_l"] = (cfg.beta, self.loss.perceptual(restored, target_l))
+        total = sum((w * v for w, v in weighted.values()), restored.new_zeros(()))
+        return total, {name: float(v.detach()) for name, (_, v) in weighted.items()}
+
+    def _discriminator_step(self, loss: PikFixLoss, batch: dict[str, torch.Tensor], pred_ab: torch.Tensor) -> dict[str, float]:
+        if self.disc is None or self.opt_d is None or not loss.uses_gan:
+            return {}
+        with self._autocast():
+            d_loss, d_terms = loss.discriminator_loss(self.disc, batch["target_l"], batch["target_ab"], pred_ab)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self._average_disc_grads()
+        self.opt_d.step()
+        return d_terms
 
     def _average_disc_grads(self) -> None:
         if self.dist.world == 1 or self.disc is None:
@@ -377,9 +594,9 @@ class Trainer:
             n += 1
         return ValResult(**{k: v / max(n, 1) for k, v in sums.items()})
 
-    def _validate_and_log(self, epoch: int) -> ValResult:
+    def _validate_and_log(self) -> ValResult:
         result = self.validate()
-        self._event("val", step=self.step, epoch=epoch, **dataclasses.asdict(result))
+        self._event("val", step=self.step, epoch=self.step / self.steps_per_epoch, **dataclasses.asdict(result))
         self.log_line(
             f"validation @ step {self.step}: L1(ab) {result.l1_ab:.4f}  L1(L) {result.l1_l:.4f}  "
             f"PSNR {result.psnr:.2f} dB  SSIM {result.ssim:.4f}"
@@ -392,11 +609,18 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
 
     def total_steps(self) -> int:
-        total = self.config.epochs * self.steps_per_epoch
-        return total if self.config.max_steps is None else min(total, self.config.max_steps)
+        return self.schedule.total
 
-    def fit(self, progress: Callable[[int, int, dict[str, float]], None] | None = None) -> None:
-        """Train until ``total_steps``; checkpoints periodically and at the end."""
+    def fit(
+        self, progress: Callable[[int, int, dict[str, float]], None] | None = None, time_limit: float | None = None
+    ) -> None:
+        """Train until ``total_steps`` or until ``time_limit`` seconds of wall clock are used.
+
+        With a time limit, no step starts that would likely end past the budget, counting the
+        final validation and checkpoint (estimated from the last validation and the mean step);
+        the run then saves and validates as at its end, and ``--resume`` continues it exactly.
+        """
+        begin = time.perf_counter()
         total = self.total_steps()
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -404,38 +628,93 @@ class Trainer:
             self._event(
                 "start", step=self.step, total_steps=total, device=str(self.device), world=self.dist.world,
                 train_images=len(self.train_paths), val_images=len(self.val_paths),
+                steps_per_epoch=self.steps_per_epoch, stages=[list(s) for s in self.schedule.spans],
                 skipped=[[str(p), r] for p, r in self.skipped], perceptual=self.loss.perceptual_description,
-                config=self.config.to_dict(),
+                config=self.config.to_dict(), time_limit_s=time_limit,
             )
-            if self.step == 0:
-                self._validate_and_log(epoch=0)
+        val_seconds = 0.0
+        if self.dist.main and self.step == 0:
+            tick = time.perf_counter()
+            self._validate_and_log()
+            val_seconds = time.perf_counter() - tick
         start_step, tick = self.step, time.perf_counter()
-        while self.step < total:
-            epoch, skip = divmod(self.step, self.steps_per_epoch)
-            for batch in self._batches(epoch, skip):
-                terms = self.train_step(batch)
-                self.step += 1
-                if self.dist.main and (self.step % self.config.log_every == 0 or self.step == total):
-                    elapsed = time.perf_counter() - tick
-                    crops = (self.step - start_step) * self.config.batch_size * self.dist.world
-                    self._event("step", step=self.step, epoch=epoch, lr=self.opt.param_groups[0]["lr"],
-                                crops_per_s=round(crops / max(elapsed, 1e-9), 3), **terms)
-                if progress is not None and self.dist.main:
-                    progress(self.step, total, terms)
-                if self.step % self.config.checkpoint_every == 0 and self.dist.main:
-                    self._save_state()
-                    self._event("checkpoint", step=self.step)
-                if self.step >= total:
-                    break
-            if self.step % self.steps_per_epoch == 0:  # a whole epoch is done
-                self.sched.step()
-                if self.dist.main:
-                    self._validate_and_log(epoch=epoch + 1)
+        validated_at = self.step
+        self.stopped_early = False
+        batches = self.batches(self.step)
+        for batch in batches:
+            if time_limit is not None and self._out_of_time(begin, tick, start_step, val_seconds, time_limit):
+                self.stopped_early = True
+                break
+            stage, _ = self.schedule.stage_at(self.step)
+            for group in self.opt.param_groups:
+                group["lr"] = self.schedule.lr_at(self.step)
+            terms = self.train_step(batch, stage)
+            self.step += 1
+            if self.dist.main and (self.step % self.config.log_every == 0 or self.step == total):
+                elapsed = time.perf_counter() - tick
+                crops = (self.step - start_step) * self.config.batch_size * self.dist.world
+                self._event("step", step=self.step, epoch=self.step / self.steps_per_epoch, stage=stage,
+                            lr=self.opt.param_groups[0]["lr"], crops_per_s=round(crops / max(elapsed, 1e-9), 3), **terms)
+            if progress is not None and self.dist.main:
+                progress(self.step, total, terms)
+            if self.dist.main and self.schedule.validates_after(self.step):
+                started = time.perf_counter()
+                self._validate_and_log()
+                val_seconds = time.perf_counter() - started
+                validated_at = self.step
+            if self.step % self.config.checkpoint_every == 0 and self.dist.main:
+                self._save_state()
+                self._event("checkpoint", step=self.step)
+        batches.close()  # stops the data workers now, also when the time limit ended the loop
         if self.dist.main:
+            if validated_at != self.step:
+                self._validate_and_log()
             self._save_state()
-            self._event("end", step=self.step, seconds=round(time.perf_counter() - tick, 2))
+            reason = "time limit" if self.stopped_early else "done"
+            self._event("end", step=self.step, reason=reason, seconds=round(time.perf_counter() - begin, 2))
         if self.dist.world > 1:
             dist.barrier()
+
+    def _out_of_time(self, begin: float, tick: float, start_step: int, val_seconds: float, limit: float) -> bool:
+        """Whether the next step plus the final validation and save would overrun ``limit``.
+
+        Rank 0 decides and every rank follows, so DDP processes stop at the same step.
+        """
+        now = time.perf_counter()
+        done = self.step - start_step
+        step_seconds = (now - tick) / done if done else 0.0
+        stop = now - begin + step_seconds + 1.5 * val_seconds >= limit
+        if self.dist.world > 1:
+            flag = torch.tensor([float(stop)], device=self.device)
+            dist.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        return stop
+
+
+def _stages_until(stages: list[dict[str, Any]], steps: int) -> list[str]:
+    """The stage name of each of the first ``steps`` steps, compactly: (name, count) runs."""
+    runs: list[str] = []
+    left = steps
+    for spec in stages:
+        count = left if spec.get("steps") is None else min(left, int(spec["steps"]))
+        if count > 0:
+            runs.append(f"{spec['stage']}x{count}")
+        left -= count
+    if left > 0 and stages:
+        runs.append(f"{stages[-1]['stage']}x{left}")
+    return runs
+
+
+def _make_deterministic(device: torch.device) -> None:
+    """Bit-exact on CPU.  On CUDA, the backward of bilinear upsampling and adaptive pooling has
+    no deterministic kernel: those warn instead of failing, everything else is deterministic."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(True)
 
 
 def _float_output(out: Any) -> Any:
