@@ -30,6 +30,7 @@ class RestorationConfig:
     units: int = 4  # dense units per block
     scales: tuple[int, ...] = (1, 4, 8)  # input scale of each level (full, 1/4, 1/8)
     detector_width: int = 0  # width of the damage detector (mask head); 0: none, the paper's net
+    unshuffle: int = 1  # the finest level works on r x r pixel blocks (1: at full resolution, as the paper)
 
 
 @dataclass
@@ -108,7 +109,7 @@ def _lite() -> ModelConfig:
     (it warped references better than VGG19 at a sixth of the time: benchmarks/warp_backbones.py)."""
     return ModelConfig(
         preset="lite",
-        restoration=RestorationConfig(channels=24, growth=12, blocks=2, units=3, detector_width=16),
+        restoration=RestorationConfig(channels=32, growth=16, blocks=2, units=3, detector_width=16, unshuffle=2),
         similarity=SimilarityConfig(
             backbone="efficientnet_lite0", backbone_weights="imagenet", channels=32, temperature=0.05
         ),

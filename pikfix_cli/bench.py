@@ -74,7 +74,7 @@ def bench(
                 raise fail("--restoration scores clean photos damaged on the fly: give a folder of photos")
             photos = synthetic if synthetic is not None else folder
             dataset = _dataset(None, None, None, None, photos, False, val_split, val_fraction, seed).head(max_images)
-            _restoration(out, dataset, model, recipe, long_side, seed, device, tile, tile_overlap, restore_size)
+            _restoration(out, dataset, model, recipe, long_side, seed, device, tile, tile_overlap, restore_size, baselines)
             return
         dataset = _dataset(folder, realold, inputs, targets, synthetic, colorization_only, val_split, val_fraction, seed)
         if folder is not None and ref_mode is None and not (ref or refs or index):
@@ -205,7 +205,7 @@ def _quality(out: Path, dataset: "Dataset", mode: str, config: dict[str, Any]) -
 
 def _restoration(
     out: Path, dataset: "Dataset", models: list[Path], recipe: str, long_side: int, seed: int, device: str,
-    tile: int, tile_overlap: int, restore_size: int,
+    tile: int, tile_overlap: int, restore_size: int, baselines: bool,
 ) -> None:
     from pikfix.benchmark.damage import RECIPES
     from pikfix.benchmark.restoration import classical_methods, model_method, run_restoration_bench
@@ -214,7 +214,7 @@ def _restoration(
 
     if recipe not in RECIPES:
         raise fail(f"--recipe {recipe}: unknown; choose one of {', '.join(RECIPES)}")
-    methods = classical_methods()
+    methods = classical_methods(baselines)
     for path in models:
         try:
             pipe = FixPipeline.from_checkpoint(path, device, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size)

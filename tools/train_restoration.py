@@ -33,12 +33,15 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=None, help="seconds")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--val-every", type=int, default=250, help="validate and save every N steps")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     paths, _ = scan_images(args.photos)
     train, val = split(paths, 0.1, 0)
-    config = RestorationTrainConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, workers=args.workers)
+    config = RestorationTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, crop=args.crop, workers=args.workers, val_every=args.val_every
+    )
     train_restoration(train, val, args.out, config, base_model=args.base, resume=args.resume, time_limit=args.time_limit)
 
 

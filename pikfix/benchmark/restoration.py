@@ -43,13 +43,13 @@ class RestorationMethod:
     run: Restorer
 
 
-def classical_methods() -> list[RestorationMethod]:
-    """The input unchanged and the two classical restorers."""
-    return [
-        RestorationMethod("input", lambda g: g),
-        RestorationMethod("median 3x3", median3),
-        RestorationMethod("top-hat + inpaint", tophat_inpaint),
-    ]
+def classical_methods(restorers: bool = True) -> list[RestorationMethod]:
+    """The input unchanged (always: the in-mask error is measured against it) and, with
+    ``restorers``, the two classical restorers."""
+    methods = [RestorationMethod("input", lambda g: g)]
+    if restorers:
+        methods += [RestorationMethod("median 3x3", median3), RestorationMethod("top-hat + inpaint", tophat_inpaint)]
+    return methods
 
 
 def model_method(name: str, pipe: FixPipeline) -> RestorationMethod:

@@ -86,11 +86,13 @@ def silvering(
 def fade(
     img: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig = DEFAULT_CONFIG, win: Window | None = None
 ) -> np.ndarray:
-    """Faded print: blacks lift to grey and whites dim (also a yellowed print's darkening), so
+    """Faded print: the tone curve bends (mid-tones lighten or darken, as silver images fade
+    unevenly), blacks lift to grey and whites dim (also a yellowed print's darkening), so
     contrast drops."""
+    curve = np.float32(uniform(rng, cfg.fade_curve))
     black = uniform(rng, cfg.fade_black)
     white = max(black, uniform(rng, cfg.fade_white))
-    return black + (white - black) * img
+    return black + (white - black) * np.power(np.clip(img, 0.0, 1.0), curve)
 
 
 def colour_cast(

@@ -129,9 +129,10 @@ class DegradationConfig:
     p_stains: float = _prob(0.1)  # water stains: a darker blotch with a tide line
     p_mould: float = _prob(0.05)  # clusters of small fuzzy spots
     p_silvering: float = _prob(0.05)  # mirror-like sheen lifting the darks towards the edges
-    p_fade: float = _prob(0.5)
-    fade_black: tuple[float, float] = _range((0.0, 0.2), 0.0, 1.0)  # new black point
-    fade_white: tuple[float, float] = _range((0.8, 1.0), 0.0, 1.0)  # new white point (yellowing dims it)
+    p_fade: float = _prob(0.6)
+    fade_black: tuple[float, float] = _range((0.0, 0.3), 0.0, 1.0)  # new black point
+    fade_white: tuple[float, float] = _range((0.65, 1.0), 0.0, 1.0)  # new white point (yellowing dims it)
+    fade_curve: tuple[float, float] = _range((0.6, 1.6), 0.1, 10.0)  # exponent of the tone curve (1: linear)
     p_cast: float = _prob(0.9)  # hue only: luminance-neutral, see ageing.colour_cast
     cast_strength: tuple[float, float] = _range((0.3, 1.0), 0.0, 1.0)
     p_vignette: float = _prob(0.4)
