@@ -11,9 +11,9 @@ from another photo throws them away.  ``classify`` decides from chroma statistic
 * anything with real spread in two chroma directions is a colour photo.
 
 ``fit_correction`` / ``restore_colour`` correct such a photo with the photo as its own
-reference: per-channel black and white points (fading lifts blacks and shifts them per dye
-layer: that is the cast) and a bounded saturation gain, applied to the photo's own chroma on
-its restored luminance.
+reference: its darkest and brightest tones made neutral black and white again, channel by
+channel (fading lifts blacks and shifts them per dye layer: that is the cast), and a bounded
+saturation gain, applied to the photo's own chroma on its restored luminance.
 """
 
 from __future__ import annotations
@@ -29,12 +29,15 @@ from pikfix.color import STRIP_ROWS, lab_to_rgb, rgb_to_lab
 
 ANALYSIS_SIDE = 128  # px: chroma statistics need no more
 GREY_CHROMA = 3.0  # ab units: 95th-percentile chroma below this is a grey photo
-TONED_SPREAD = 2.5  # ab units: hue spread at a given tone below this is a toned print
+TONED_SPREAD = 5.0  # ab units: hue spread at a given tone below this is a toned print
+HUE_QUANTILE = 0.9  # hue variety counts if it covers a tenth of the photo (hand-tinting)
 TONE_BANDS = 16  # bands of L within which a toned print has one colour
 FIT_SIDE = 512  # px: the correction is estimated on a copy this small
-LEVELS_CLIP = 0.005  # share of pixels clipped at each end by the per-channel levels stretch
-MIN_RANGE = 0.05  # a nearly empty channel is not blown up
-TARGET_CHROMA = 30.0  # ab units: median chroma that the saturation gain aims for ...
+EXTREMES = 0.01  # share of darkest / brightest pixels taken as neutral shadows / highlights
+NEUTRAL_BLACK, NEUTRAL_WHITE = 0.03, 0.97  # where they go (sRGB), short of clipping
+MIN_RANGE = 0.05  # a channel with almost no range is not blown up
+CHROMA_QUANTILE = 0.9  # the saturation gain looks at the most colourful tenth of the pixels ...
+TARGET_CHROMA = 45.0  # ab units: ... and aims for this chroma there ...
 MAX_GAIN = 1.5  # ... but never more than this factor (chosen on development photos, see README)
 
 
@@ -91,7 +94,7 @@ def classify(rgb: np.ndarray) -> ColourVerdict:
     for band in bands.unique():
         members = bands == band
         residual[:, members] -= ab[:, members].median(dim=1).values[:, None]
-    hue_spread = math.hypot(_robust_std(residual[0]), _robust_std(residual[1]))
+    hue_spread = float(torch.quantile(residual.norm(dim=0), HUE_QUANTILE))
     if chroma_p95 < GREY_CHROMA:
         kind = "grey"
     elif hue_spread < TONED_SPREAD:
@@ -103,51 +106,57 @@ def classify(rgb: np.ndarray) -> ColourVerdict:
 
 @dataclass(frozen=True)
 class ColourCorrection:
-    """Per-channel black and white points (sRGB, [0, 1]) and a chroma gain."""
+    """The mean sRGB of the photo's darkest and brightest pixels, and a chroma gain."""
 
-    black: tuple[float, float, float]
-    white: tuple[float, float, float]
+    dark: tuple[float, float, float]
+    bright: tuple[float, float, float]
     chroma_gain: float
 
     def to_json(self) -> dict[str, object]:
-        return {"black": [round(v, 4) for v in self.black], "white": [round(v, 4) for v in self.white],
+        return {"dark": [round(v, 4) for v in self.dark], "bright": [round(v, 4) for v in self.bright],
                 "chroma_gain": round(self.chroma_gain, 3)}
 
 
-def _levels(rgb: torch.Tensor, correction: ColourCorrection) -> torch.Tensor:
-    """(3, H, W) in [0, 1] with each channel's black and white point moved to 0 and 1."""
-    black = torch.tensor(correction.black, dtype=rgb.dtype).view(3, 1, 1)
-    white = torch.tensor(correction.white, dtype=rgb.dtype).view(3, 1, 1)
-    return ((rgb - black) / (white - black)).clamp(0.0, 1.0)
+def _neutralise(rgb: torch.Tensor, correction: ColourCorrection) -> torch.Tensor:
+    """(3, H, W) in [0, 1], each channel mapped so the darkest and brightest tones become neutral."""
+    dark = torch.tensor(correction.dark, dtype=rgb.dtype).view(3, 1, 1)
+    bright = torch.tensor(correction.bright, dtype=rgb.dtype).view(3, 1, 1)
+    scale = (NEUTRAL_WHITE - NEUTRAL_BLACK) / (bright - dark).clamp(min=MIN_RANGE)
+    return ((rgb - dark) * scale + NEUTRAL_BLACK).clamp(0.0, 1.0)
 
 
 def fit_correction(rgb: np.ndarray) -> ColourCorrection:
     """The correction of a faded colour photo (H, W, 3), estimated from a small copy of it.
 
     Fading lifts the blacks, dulls the whites and does so differently per dye layer, which is
-    the cast; stretching each channel's extremes back to 0 and 1 corrects both (a removal of
-    the mean colour, grey-world, made the development photos worse: many are warm or green by
-    nature).  Saturation is then raised until the median chroma reaches ``TARGET_CHROMA``,
-    by at most ``MAX_GAIN``.
+    the cast.  The darkest and brightest ``EXTREMES`` of the pixels (by lightness) are taken
+    to be neutral shadows and highlights and mapped to near black and near white, channel by
+    channel, which corrects fade and cast together.  (Removing the mean colour, grey-world,
+    made the development photos worse: many are warm or green by nature; stretching each
+    channel's own extremes, which come from different pixels, did slightly worse than this.)
+    Saturation is then raised until the median chroma reaches ``TARGET_CHROMA``, by at most
+    ``MAX_GAIN``.
     """
     t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None].clamp(0.0, 1.0)
     scale = FIT_SIDE / max(t.shape[-2:])
     if scale < 1:
         t = F.interpolate(t, size=(max(1, round(t.shape[-2] * scale)), max(1, round(t.shape[-1] * scale))), mode="area")
     flat = t[0].flatten(1)
-    black = torch.quantile(flat, LEVELS_CLIP, dim=1)
-    white = torch.maximum(torch.quantile(flat, 1.0 - LEVELS_CLIP, dim=1), black + MIN_RANGE)
-    partial = ColourCorrection(tuple(black.tolist()), tuple(white.tolist()), 1.0)  # type: ignore[arg-type]
-    median_chroma = float(rgb_to_lab(_levels(t[0], partial))[1:].norm(dim=0).median())
-    gain = min(MAX_GAIN, max(1.0, TARGET_CHROMA / max(median_chroma, 1e-3)))
-    return ColourCorrection(partial.black, partial.white, gain)
+    l = rgb_to_lab(t)[0, 0].flatten()
+    lo, hi = torch.quantile(l, torch.tensor([EXTREMES, 1.0 - EXTREMES]))
+    dark = tuple(flat[:, l <= lo].mean(dim=1).tolist())
+    bright = tuple(flat[:, l >= hi].mean(dim=1).tolist())
+    partial = ColourCorrection(dark, bright, 1.0)  # type: ignore[arg-type]
+    chroma = torch.quantile(rgb_to_lab(_neutralise(t[0], partial))[1:].norm(dim=0).flatten(), CHROMA_QUANTILE)
+    gain = min(MAX_GAIN, max(1.0, TARGET_CHROMA / max(float(chroma), 1e-3)))
+    return ColourCorrection(partial.dark, partial.bright, gain)
 
 
 def restore_colour(rgb: np.ndarray, restored_l: np.ndarray, correction: ColourCorrection) -> np.ndarray:
     """Colour photo (H, W, 3) + its restored L (H, W) in [0, 100] -> the corrected colour photo.
 
-    The photo is its own reference: its chroma on the restored luminance, then the levels and
-    the chroma gain.  Row strips keep memory a small multiple of the photo's own size.
+    The photo is its own reference: its chroma on the restored luminance, then the neutral
+    shadows and highlights and the chroma gain.  Row strips keep memory a small multiple of the photo's own size.
     """
     h, w = restored_l.shape
     out = np.empty((h, w, 3), dtype=np.float32)
@@ -156,7 +165,7 @@ def restore_colour(rgb: np.ndarray, restored_l: np.ndarray, correction: ColourCo
         strip = torch.from_numpy(np.ascontiguousarray(rgb[y0:y1], dtype=np.float32)).permute(2, 0, 1).clamp(0.0, 1.0)
         lab = rgb_to_lab(strip)
         lab[0] = torch.from_numpy(restored_l[y0:y1])
-        lab = rgb_to_lab(_levels(lab_to_rgb(lab), correction))
+        lab = rgb_to_lab(_neutralise(lab_to_rgb(lab), correction))
         lab[1:] *= correction.chroma_gain
         out[y0:y1] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
     return out

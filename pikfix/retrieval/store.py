@@ -186,7 +186,8 @@ class ReferenceStore:
         """Use ``ReferenceStore.open``; this only wires already verified parts together."""
         self.store_dir = store_dir
         self.features: str = manifest["features"]
-        self.refs_dir = Path(manifest["refs_dir"])
+        # A relative refs_dir (the store shipped inside pikfix) is relative to the store itself.
+        self.refs_dir = (store_dir / manifest["refs_dir"]).resolve()
         self.index_type: str = manifest["index_type"]
         self.layer_channels = tuple(manifest["layer_channels"])
         self.paths = [self.refs_dir / entry["path"] for entry in manifest["entries"]]
