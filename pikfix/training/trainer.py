@@ -36,7 +36,7 @@ from pikfix.atomic import atomic_path
 from pikfix.checkpoint import save_checkpoint
 from pikfix.color import denormalize_ab, denormalize_l, lab_to_rgb
 from pikfix.config import ModelConfig, preset_config, reject_unknown_keys
-from pikfix.training.data import DataConfig, PairDataset, scan_images, split
+from pikfix.training.data import REF_RETRIEVED, DataConfig, PairDataset, reference_neighbours, scan_images, split
 from pikfix.training.losses import LossConfig, PatchDiscriminator, PikFixLoss
 from pikfix.metrics import psnr, ssim
 from pikfix.model import PikFix
@@ -203,8 +203,13 @@ class Trainer:
                 f"{len(self.train_paths)} training photos cannot fill one batch of {config.batch_size}"
                 f" x {self.dist.world} process(es); lower --batch-size"
             )
-        self.train_set = PairDataset(self.train_paths, config.data, config.seed, train=True)
-        self.val_set = PairDataset(self.val_paths[: config.val_max_images], config.data, config.seed, train=False)
+        val_paths = self.val_paths[: config.val_max_images]
+        neighbours = None  # retrieved references: each photo's best training photos but itself
+        if config.data.kind_probabilities()[REF_RETRIEVED] > 0:
+            neighbours = reference_neighbours(self.train_paths + val_paths, self.train_paths,
+                                              self.run_dir / "neighbours", config.data.ref_neighbours)
+        self.train_set = PairDataset(self.train_paths, config.data, config.seed, train=True, neighbours=neighbours)
+        self.val_set = PairDataset(val_paths, config.data, config.seed, train=False, neighbours=neighbours)
         self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.dist.world)
 
         self.model = PikFix(config.resolved_model()).to(self.device)
