@@ -7,7 +7,15 @@ from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from pikfix.backbones import WeightsUnavailableError, hub_cache_file
-from pikfix.training.losses import LossConfig, PatchDiscriminator, PerceptualLoss, PikFixLoss, emd_loss
+from pikfix.training.losses import (
+    LossConfig,
+    PatchDiscriminator,
+    PerceptualLoss,
+    PikFixLoss,
+    emd_loss,
+    emd_per_sample,
+    histogram_target,
+)
 from pikfix.model import PikFixOutput
 from pikfix.nets.sphist import SPHist
 
@@ -40,6 +48,42 @@ def test_emd_hand_computed():
     assert emd_loss(p, q).item() == pytest.approx(0.34)
     # Mean over batch and channels: a second, identical pair halves it.
     assert emd_loss(torch.cat([p, q]), torch.cat([q, q])).item() == pytest.approx(0.17)
+
+
+def test_histogram_target_is_the_reference_only_where_it_shares_the_colours():
+    truth = torch.cat([one_hot_hist(1), one_hot_hist(1)])
+    reference = torch.cat([one_hot_hist(1) * 0.9 + one_hot_hist(2) * 0.1, one_hot_hist(4)])  # close, far
+    target = histogram_target(truth, reference, shared_colours=0.1)
+    assert torch.equal(target[0], reference[0]) and torch.equal(target[1], truth[1])
+    assert emd_per_sample(truth, reference).tolist() == pytest.approx([0.01, 3.0])
+
+
+def _emd_only_loss() -> PikFixLoss:
+    return PikFixLoss(LossConfig(alpha=0.0, beta=0.0, lam=1.0, gamma=0.0, eta=0.0), SPHist(bins=8))
+
+
+def test_emd_term_ignores_a_reference_that_does_not_share_the_colours():
+    # The finding this fixes: a perfect prediction used to be pulled towards a random reference.
+    truth_ab = torch.full((2, 2, 16, 16), -0.3)
+    out = PikFixOutput(l=torch.zeros(2, 1, 16, 16), ab=truth_ab.clone(), confidence=[])
+    random_ref = torch.full((2, 2, 16, 16), 0.5)
+    _, terms = _emd_only_loss().generator_loss(out, out.l, truth_ab, random_ref, None)
+    assert terms["emd"] == pytest.approx(0.0, abs=1e-6)
+    # A grey prediction is penalised against the ground truth's histogram instead.
+    grey = PikFixOutput(l=out.l, ab=torch.zeros_like(truth_ab), confidence=[])
+    _, terms = _emd_only_loss().generator_loss(grey, out.l, truth_ab, random_ref, None)
+    assert terms["emd"] > 0.1
+
+
+def test_emd_term_follows_a_reference_that_shares_the_colours():
+    truth_ab = torch.full((1, 2, 16, 16), -0.3)
+    ref_ab = truth_ab + 0.02  # the same colours, slightly shifted (a same-image reference)
+    sphist = SPHist(bins=8)
+    out = PikFixOutput(l=torch.zeros(1, 1, 16, 16), ab=truth_ab.clone(), confidence=[])
+    _, terms = PikFixLoss(LossConfig(alpha=0.0, beta=0.0, lam=1.0, gamma=0.0, eta=0.0), sphist).generator_loss(
+        out, out.l, truth_ab, ref_ab, None)
+    expected = emd_loss(sphist.pooled(truth_ab), sphist.pooled(ref_ab)).item()
+    assert expected > 0 and terms["emd"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_emd_rejects_mismatched_shapes():

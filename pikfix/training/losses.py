@@ -2,11 +2,17 @@
 
     L = alpha * L1(L', L_gt)              eq. 5, restoration
       + beta  * perceptual(L', L_gt)      eq. 6, restoration
-      + lam   * EMD(hist(ab'), hist(ref)) eq. 7, colour transfer from the reference
+      + lam   * EMD(hist(ab'), hist(ref)) eq. 7, colour transfer from the reference (see below)
       + gamma * L1(ab', ab_gt)            eq. 8, colorization
       + eta   * adversarial(ab')          eq. 9, PatchGAN on the chroma
 
 All tensors use the network normalisation of ``pikfix.color`` (L in [-1, 1], ab / 110).
+
+Eq. 7 pulls the output's colour histogram towards the reference's.  That is right when the
+reference shares the image's colours (the paper's same-image references) and wrong otherwise:
+with a random reference a perfect prediction would cost about four times the L1(ab) term.  So
+the histogram target is the reference's only for samples whose ground truth is within
+``emd_shared_colours`` of it (EMD of the global histograms), and the ground truth's elsewhere.
 
 The paper's perceptual term uses ImageNet VGG19, whose weights cannot be installed offline
 here, so the feature network is a choice: VGG19 when its weights are on the machine,
@@ -33,7 +39,7 @@ from pikfix.model import PikFixOutput
 from pikfix.nets.sphist import SPHist
 
 PERCEPTUAL_NETWORKS = ("auto", "vgg19", "efficientnet_lite0", "none")
-_WEIGHT_FIELDS = ("alpha", "beta", "lam", "gamma", "eta")
+_WEIGHT_FIELDS = ("alpha", "beta", "lam", "gamma", "eta", "emd_shared_colours")
 
 
 @dataclass
@@ -49,6 +55,10 @@ class LossConfig:
     alpha: float = 1.0  # L1 on the restored L
     beta: float = 0.2  # perceptual loss on the restored L
     lam: float = 0.5  # EMD between the global histograms of the output and reference ab
+    # A reference "shares the image's colours" when EMD(ground truth, reference) is at most this;
+    # elsewhere the EMD term compares with the ground truth's histogram.  Measured with the lite
+    # SPHist on 128 px crops: same-image references median 0.03, retrieved 0.28, random 0.35.
+    emd_shared_colours: float = 0.1
     gamma: float = 1.0  # L1 on ab
     eta: float = 0.2  # adversarial loss on ab
     perceptual: str = "auto"
@@ -76,15 +86,26 @@ class LossConfig:
         return cls(**data)
 
 
-def emd_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Eq. 7: sum over bins of squared CDF differences of 1-D histograms (B, C, K), mean over B, C.
+def emd_per_sample(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Eq. 7 per sample: sum over bins of squared CDF differences of (B, C, K) histograms, mean over C -> (B,).
 
     Unlike a bin-wise distance, it grows with how *far* mass has to move between bins.
     """
     if p.shape != q.shape or p.dim() != 3:
         raise ValueError(f"emd_loss expects two (B, C, K) histograms, got {tuple(p.shape)} and {tuple(q.shape)}")
     cdf_gap = torch.cumsum(p, dim=-1) - torch.cumsum(q, dim=-1)
-    return cdf_gap.pow(2).sum(dim=-1).mean()
+    return cdf_gap.pow(2).sum(dim=-1).mean(dim=1)
+
+
+def emd_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Eq. 7, mean over the batch."""
+    return emd_per_sample(p, q).mean()
+
+
+def histogram_target(truth: torch.Tensor, reference: torch.Tensor, shared_colours: float) -> torch.Tensor:
+    """Per sample, the reference histogram where it shares the truth's colours, else the truth's (B, C, K)."""
+    shares = emd_per_sample(truth, reference) <= shared_colours
+    return torch.where(shares[:, None, None], reference, truth)
 
 
 # relu2_2, relu3_2, relu4_2, relu5_2 of torchvision's ``vgg19().features`` (the paper's eq. 6 layers).
@@ -255,7 +276,8 @@ class PikFixLoss(nn.Module):
         if self.perceptual is not None:
             terms["perc_l"], weights["perc_l"] = self.perceptual(out.l, target_l), cfg.beta
         if cfg.lam > 0:
-            terms["emd"], weights["emd"] = emd_loss(self.sphist.pooled(out.ab), self.sphist.pooled(ref_ab)), cfg.lam
+            target_hist = histogram_target(self.sphist.pooled(target_ab), self.sphist.pooled(ref_ab), cfg.emd_shared_colours)
+            terms["emd"], weights["emd"] = emd_loss(self.sphist.pooled(out.ab), target_hist.detach()), cfg.lam
         if cfg.gamma > 0:
             terms["rec_ab"], weights["rec_ab"] = F.l1_loss(out.ab, target_ab), cfg.gamma
         if self.uses_gan:
