@@ -169,3 +169,8 @@ def restore_colour(rgb: np.ndarray, restored_l: np.ndarray, correction: ColourCo
         lab[1:] *= correction.chroma_gain
         out[y0:y1] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
     return out
+
+
+def restore_own_colour(rgb: np.ndarray, restored_l: np.ndarray) -> np.ndarray:
+    """The whole colour path: fit the correction on the photo and apply it on its restored L."""
+    return restore_colour(rgb, restored_l, fit_correction(rgb))

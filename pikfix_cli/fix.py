@@ -157,7 +157,7 @@ def _fix_one(
     import torch
 
     from pikfix import imageio
-    from pikfix.colour_input import classify, fit_correction, restore_colour
+    from pikfix.colour_input import classify, restore_own_colour
     from pikfix.sheet import side_by_side
 
     start = time.perf_counter()
@@ -171,7 +171,7 @@ def _fix_one(
         confidence: Optional[float] = None
         if verdict.has_own_colour and not recolor:
             report.path = "restored-colour"
-            out_rgb = restore_colour(rgb, restored_l, fit_correction(rgb))
+            out_rgb = restore_own_colour(rgb, restored_l)
         else:
             report.path = "colorized"
             choices = source.choose(restored_l)

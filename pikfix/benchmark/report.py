@@ -33,10 +33,11 @@ from pikfix.sheet import grid
 
 # (key, markdown column title, decimals); the arrows say which way is better.
 QUALITY_METRICS = (("psnr", "PSNR ↑ (dB)", 2), ("ssim", "SSIM ↑", 3), ("lpips", "LPIPS ↓", 3),
-                   ("colorfulness", "colourfulness", 1))
+                   ("colorfulness", "colourfulness", 1), ("delta_ab", "Δab ↓", 2))
 # Chart titles in ASCII: Pillow's built-in font has no arrow glyphs.
 CHART_TITLES = {"psnr": "PSNR dB (higher = better)", "ssim": "SSIM (higher = better)",
-                "lpips": "LPIPS (lower = better)", "colorfulness": "colourfulness"}
+                "lpips": "LPIPS (lower = better)", "colorfulness": "colourfulness",
+                "delta_ab": "mean delta ab to the truth (lower = better)"}
 CONVENTIONS = (
     "PSNR and SSIM: full-resolution result vs ground truth, RGB, both rounded to 8 bits, peak 255, "
     "no border crop; SSIM as Wang et al. 2004 / scikit-image (11x11 Gaussian window, sigma 1.5, "
@@ -173,7 +174,7 @@ def write_quality_report(out: Path, run: QualityRun, config: dict[str, Any]) -> 
     truth = {info["image"]: info for info in run.images}
     rows = [{**row, **{k: truth[row["image"]][k] for k in ("width", "height", "megapixels", "colorfulness_truth",
                                                           "reference")}} for row in run.rows]
-    _write_csv(paths[1], ["image", "method", "psnr", "ssim", "lpips", "colorfulness", "colorfulness_truth",
+    _write_csv(paths[1], ["image", "method", "psnr", "ssim", "lpips", "colorfulness", "delta_ab", "colorfulness_truth",
                           "width", "height", "megapixels", "seconds", "megapixels_per_second", "peak_rss_mib",
                           "cuda_peak_mib", "confidence", "reference"], rows)
     sheets = write_contact_sheets(out / "sheets", run)
