@@ -3,12 +3,12 @@
 A faded print, an autochrome or a hand-tinted photo carries its own colours; recolorizing it
 from another photo throws them away.  ``classify`` decides from chroma statistics in Lab:
 
-* the global cast is removed first (the median ab), so a yellowed or magenta-shifted print
-  is judged on its colour *differences*, not on the cast;
-* a toned monochrome (sepia, selenium, cyanotype) has one hue whose strength varies with
-  the tone: its ab cloud is a thin line, so the spread *across* its main axis is small;
 * a grey photo has almost no chroma at all (JPEG chroma noise stays below ``GREY_CHROMA``);
-* anything with real spread in two chroma directions is a colour photo.
+* the cast is removed per band of lightness (the median ab of each band), so a yellowed or
+  magenta-shifted print is judged on its colour *differences*, not on the cast;
+* a toned monochrome (sepia, selenium, cyanotype, split-toned) has one hue per tone, so
+  almost nothing is left once the cast of each band is removed;
+* a photo with real colour variety at the same tone is a colour photo.
 
 ``fit_correction`` / ``restore_colour`` correct such a photo with the photo as its own
 reference: its darkest and brightest tones made neutral black and white again, channel by
@@ -18,7 +18,6 @@ saturation gain, applied to the photo's own chroma on its restored luminance.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,19 +67,14 @@ def _small_lab(rgb: np.ndarray) -> torch.Tensor:
     return rgb_to_lab(t.clamp(0.0, 1.0))[0]
 
 
-def _robust_std(x: torch.Tensor) -> float:
-    """Standard deviation estimated from the interquartile range (exact for a Gaussian)."""
-    q1, q3 = torch.quantile(x, torch.tensor([0.25, 0.75], dtype=x.dtype))
-    return float(q3 - q1) / 1.349
-
-
 def classify(rgb: np.ndarray) -> ColourVerdict:
     """Grey, toned or colour, from a photo (H, W, 3) float in [0, 1].
 
     In a toned print the colour is a function of the tone (split toning makes shadows and
     highlights differ, but each tone has one hue), so ab minus its median per band of L
-    leaves only noise; a colour photo has many hues at the same tone.  Interquartile
-    spreads ignore stains, specks and paper edges, which cover few pixels.
+    leaves only noise; a colour photo has many hues at the same tone.  The 90th percentile of
+    what is left counts colour that covers a tenth of the photo (hand-tinted cheeks and
+    clothes) but not stains, specks and paper edges, which cover less.
     """
     lab = _small_lab(rgb)
     l, ab = lab[0].flatten().double(), lab[1:].flatten(1).double()
@@ -111,10 +105,6 @@ class ColourCorrection:
     dark: tuple[float, float, float]
     bright: tuple[float, float, float]
     chroma_gain: float
-
-    def to_json(self) -> dict[str, object]:
-        return {"dark": [round(v, 4) for v in self.dark], "bright": [round(v, 4) for v in self.bright],
-                "chroma_gain": round(self.chroma_gain, 3)}
 
 
 def _neutralise(rgb: torch.Tensor, correction: ColourCorrection) -> torch.Tensor:

@@ -184,6 +184,15 @@ def test_faded_set_gives_colour_inputs_that_the_model_restores(photos: Path) -> 
         synthetic_set(photos, colorization_only=True, faded=True)
 
 
+def test_faded_run_writes_a_report_with_delta_ab(photos: Path, tmp_path: Path) -> None:
+    dataset = synthetic_set(photos, faded=True)
+    run = run_quality(dataset, [_Identity()], References("ground-truth-crop", dataset), tmp_path / "out")
+    write_quality_report(tmp_path / "out", run, {})
+    report = _strict_json(tmp_path / "out" / "report.json")
+    assert report["summary"]["identity"]["delta_ab"]["mean"] > 0  # the faded input is off in colour
+    assert "Δab" in (tmp_path / "out" / "report.md").read_text()
+
+
 # --------------------------------------------------------------------------- metrics and runs
 
 

@@ -209,10 +209,12 @@ def _quality_markdown(
     lines += ["", f"{len(run.images)} images; {run.from_cache} of {len(run.rows)} results reused from the cache. "
               "Peak RSS is the process's resident-memory high-water mark during the method's call "
               "(models, photo and reference included)."]
-    lines += ["", "## Pik-Fix paper, for scale", "",
-              "Other photos, other damage and other references: a scale, not a like-for-like comparison.", ""]
-    lines += _markdown_table(["paper setting", "PSNR ↑", "SSIM ↑", "LPIPS ↓"],
-                             [[n, f"{p:.2f}", f"{s:.3f}", f"{lp:.3f}"] for n, p, s, lp in PAPER_ROWS[run.dataset.kind]])
+    paper_rows = PAPER_ROWS.get(run.dataset.kind)  # the paper has no faded-colour setting
+    if paper_rows:
+        lines += ["", "## Pik-Fix paper, for scale", "",
+                  "Other photos, other damage and other references: a scale, not a like-for-like comparison.", ""]
+        lines += _markdown_table(["paper setting", "PSNR ↑", "SSIM ↑", "LPIPS ↓"],
+                                 [[n, f"{p:.2f}", f"{s:.3f}", f"{lp:.3f}"] for n, p, s, lp in paper_rows])
     if run.skipped:
         lines += ["", f"## Skipped ({len(run.skipped)})", ""] + [f"- `{p}`: {r}" for p, r in run.skipped]
     lines += ["", "## Files", "", "- `report.json`: every figure, the configuration, versions and device",
