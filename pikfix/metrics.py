@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pikfix.color import rgb_to_lab
+
 ImageLike = torch.Tensor | np.ndarray
 
 # SSIM constants (Wang et al. 2004) on the 8-bit scale.
@@ -159,6 +161,14 @@ def colorfulness(rgb: ImageLike) -> float:
     spread = torch.sqrt(rg.var(dim=1, correction=0) + yb.var(dim=1, correction=0))
     offset = torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
     return float((spread + 0.3 * offset).mean())
+
+
+def delta_ab(pred: ImageLike, target: ImageLike) -> float:
+    """Mean Euclidean distance of the CIELAB chroma (a, b) of two images: colour error alone."""
+    p, t = to_tensor(pred).float().clamp(0, 1), to_tensor(target).float().clamp(0, 1)
+    if p.shape != t.shape:
+        raise ValueError(f"delta_ab: shapes {tuple(p.shape)} and {tuple(t.shape)} differ")
+    return float((rgb_to_lab(p)[:, 1:] - rgb_to_lab(t)[:, 1:]).norm(dim=1).mean())
 
 
 # ---------------------------------------------------------------------------------------------

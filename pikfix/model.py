@@ -7,6 +7,7 @@ sub-net needs and outputs are cropped back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -72,16 +73,26 @@ class PikFix(nn.Module):
         # Averaging soft histograms over a window is the histogram of that window.
         return [F.avg_pool2d(hist, s // stride) for s in (4, 8, 16, 32)]
 
-    def colorize(self, l: torch.Tensor, ref_l: torch.Tensor, ref_ab: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(restored L, reference L, reference ab) -> (ab in [-1, 1], confidences), any sizes."""
+    def colorize(
+        self, l: torch.Tensor, ref_l: torch.Tensor | Sequence[torch.Tensor], ref_ab: torch.Tensor | Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(restored L, reference L, reference ab) -> (ab in [-1, 1], confidences), any sizes.
+
+        ``ref_l`` / ``ref_ab`` are one reference or a sequence of K (each of its own size): the
+        similarity sub-net then attends over the positions of all K at once.
+        """
+        refs_l = [ref_l] if isinstance(ref_l, torch.Tensor) else list(ref_l)
+        refs_ab = [ref_ab] if isinstance(ref_ab, torch.Tensor) else list(ref_ab)
+        if len(refs_l) != len(refs_ab):
+            raise ValueError(f"{len(refs_l)} reference L planes but {len(refs_ab)} ab planes")
         h, w = l.shape[-2:]
         lp = pad_to_multiple(l, COLOR_MULTIPLE)
-        ref_lp = pad_to_multiple(ref_l, COLOR_MULTIPLE)
-        ref_abp = pad_to_multiple(ref_ab, COLOR_MULTIPLE)
         sizes = ColorizationNet.scale_sizes(*lp.shape[-2:])
-        hists, confidence = self.similarity(lp, ref_lp, self.reference_histograms(ref_abp), sizes)
-        prior = self.sphist.expectation(hists[0])
-        ab = self.colorization(lp, hists, confidence, prior)[..., :h, :w]
+        greys = [pad_to_multiple(r, COLOR_MULTIPLE) for r in refs_l]
+        hists = [self.reference_histograms(pad_to_multiple(r, COLOR_MULTIPLE)) for r in refs_ab]
+        warped, confidence = self.similarity(lp, greys, hists, sizes)
+        prior = self.sphist.expectation(warped[0])
+        ab = self.colorization(lp, warped, confidence, prior)[..., :h, :w]
         return ab, confidence
 
     def forward(

@@ -19,7 +19,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,17 +202,21 @@ class FixPipeline:
         full, full_mask = _put_repair_on_full(l, l_norm, restored, used_mask)
         return Restored(full, full_mask)
 
-    def colorize(self, restored_l: np.ndarray, reference: Reference) -> tuple[np.ndarray, float]:
-        """Predict chroma at the working size and put it on the full-resolution L."""
+    def colorize(self, restored_l: np.ndarray, reference: Reference | Sequence[Reference]) -> tuple[np.ndarray, float]:
+        """Predict chroma at the working size and put it on the full-resolution L.
+
+        Several references are attended over together (``PikFix.colorize``).
+        """
+        refs = [reference] if isinstance(reference, Reference) else list(reference)
         l_work = normalize_l(self._to_work_tensor(restored_l))
         with torch.inference_mode():
-            ab, confidence = self.model.colorize(l_work, reference.l, reference.ab)
+            ab, confidence = self.model.colorize(l_work, [r.l for r in refs], [r.ab for r in refs])
         return lab_image(restored_l, ab), float(confidence[0].mean())
 
     def fix(
         self,
         rgb: np.ndarray,
-        reference: Reference,
+        reference: Reference | Sequence[Reference],
         progress: Callable[[int, int], None] | None = None,
         mask: np.ndarray | None = None,
     ) -> FixResult:

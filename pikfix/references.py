@@ -1,8 +1,10 @@
-"""Where a photo's colour reference comes from: a file the user chose, or automatic retrieval.
+"""Where a photo's colour references come from: a file the user chose, or automatic retrieval.
 
-Both give the same ``Choice`` for a restored luminance, so `pikfix fix` and the Python API
-treat a hand-picked reference and a retrieved one alike.  Decoded and prepared references
-are cached, because a batch of photos often shares its best reference.
+Both give a list of ``Choice`` for a restored luminance (one for a chosen file, the K best
+matches of a store), so `pikfix fix` and the Python API treat a hand-picked reference and
+retrieved ones alike.  Without any reference option, retrieval uses the small reference set
+built into pikfix (``default_reference_store``); a user's own references always win.
+Decoded and prepared references are cached, because a batch of photos often shares them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from pikfix.pipeline import FixPipeline, Reference
 if TYPE_CHECKING:
     from pikfix.retrieval import ReferenceStore
 
-CACHE_SIZE = 8
+CACHE_SIZE = 16  # enough for the K references of a few photos
+SPARE_MATCHES = 4  # extra matches searched, to replace references that cannot be read
+# The built-in reference set: downscaled photos and their prebuilt store (package data; see
+# tools/build_default_refs.py and the CREDITS.md next to the photos).
+DEFAULT_REFS_DIR = Path(__file__).resolve().parent / "default_refs"
 
 
 @dataclass
@@ -53,8 +59,8 @@ class ReferenceSource:
             self._cache.popitem(last=False)
         return entry
 
-    def choose(self, restored_l: np.ndarray) -> Choice:
-        """The reference for a photo whose restored Lab L (H, W) in [0, 100] is given."""
+    def choose(self, restored_l: np.ndarray) -> list[Choice]:
+        """The references (best first) for a photo whose restored Lab L (H, W) in [0, 100] is given."""
         raise NotImplementedError
 
 
@@ -66,33 +72,56 @@ class FixedReference(ReferenceSource):
         self.path = Path(path)
         self._load(self.path)  # fail now, before the batch, if it is unreadable
 
-    def choose(self, restored_l: np.ndarray) -> Choice:
+    def choose(self, restored_l: np.ndarray) -> list[Choice]:
         rgb, prepared = self._load(self.path)
-        return Choice(self.path, None, rgb, prepared)
+        return [Choice(self.path, None, rgb, prepared)]
 
 
 class RetrievedReference(ReferenceSource):
-    """The most similar photo of a reference store (``--refs DIR`` / ``--index STORE``).
+    """The ``top_k`` most similar photos of a reference store (``--refs DIR`` / ``--index STORE``).
 
     Queried with the *restored* luminance, so damage does not steer the search.  A reference
     that cannot be read any more is skipped in favour of the next match.
     """
 
-    def __init__(self, pipe: FixPipeline, store: "ReferenceStore", k: int = 5) -> None:
+    def __init__(self, pipe: FixPipeline, store: "ReferenceStore", top_k: int = 3) -> None:
         super().__init__(pipe)
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.store = store
-        self.k = k
+        self.top_k = top_k
 
-    def choose(self, restored_l: np.ndarray) -> Choice:
-        problems = []
-        for match in self.store.search(restored_l, k=self.k):
+    def choose(self, restored_l: np.ndarray) -> list[Choice]:
+        problems, chosen = [], []
+        for match in self.store.search(restored_l, k=self.top_k + SPARE_MATCHES):
             try:
                 rgb, prepared = self._load(match.path)
             except ImageReadError as err:
                 problems.append(str(err))
                 continue
-            return Choice(match.path, match.score, rgb, prepared)
-        raise ImageReadError(self.store.refs_dir, "no readable reference among the best matches: " + "; ".join(problems))
+            chosen.append(Choice(match.path, match.score, rgb, prepared))
+            if len(chosen) == self.top_k:
+                break
+        if not chosen:
+            raise ImageReadError(self.store.refs_dir, "no readable reference among the best matches: " + "; ".join(problems))
+        return chosen
+
+
+def default_reference_store(device: str) -> "ReferenceStore":
+    """The store of the built-in reference set; ``StoreError`` saying how to recover if it is unusable."""
+    from pikfix.retrieval import ReferenceStore, StoreError
+
+    store_dir = DEFAULT_REFS_DIR / "store"
+    try:
+        store = ReferenceStore.open(store_dir, device=device)
+    except StoreError as err:
+        raise StoreError(f"the built-in reference set is unusable ({err}); reinstall pikfix, "
+                         "or give your own references with --ref FILE, --refs DIR or --index STORE") from None
+    missing = [p for p in store.paths if not p.is_file()]
+    if missing:
+        raise StoreError(f"the built-in reference set is incomplete ({missing[0]} is missing); reinstall pikfix, "
+                         "or give your own references with --ref FILE, --refs DIR or --index STORE")
+    return store
 
 
 def open_reference_store(

@@ -28,6 +28,7 @@ def bench(
     targets: Optional[Path] = typer.Option(None, "--targets", help="Folder of their restored colour ground truth."),
     synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="Clean colour photos, damaged on the fly."),
     colorization_only: bool = typer.Option(False, "--colorization-only", help="--synthetic: grey input, no damage."),
+    faded: bool = typer.Option(False, "--faded", help="--synthetic: faded colour prints, which should keep their colours."),
     val_split: bool = typer.Option(False, "--val-split", help="--synthetic: only a training run's validation photos."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="--val-split: the training run's val_fraction."),
     seed: int = typer.Option(0, "--seed", help="Seed of the damage, the --val-split and random-other references."),
@@ -38,6 +39,7 @@ def bench(
     ref_mode: Optional[str] = typer.Option(
         None, "--ref-mode", help="file, auto, ground-truth-crop (upper bound), random-other [from --ref/--refs]."
     ),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="--ref-mode auto: references per photo given to the models."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score the grey input and classical."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     work_size: int = typer.Option(512, "--work-size", help="Longest side (px) at which colour is predicted."),
@@ -73,16 +75,16 @@ def bench(
             if synthetic is None and folder is None:
                 raise fail("--restoration scores clean photos damaged on the fly: give a folder of photos")
             photos = synthetic if synthetic is not None else folder
-            dataset = _dataset(None, None, None, None, photos, False, val_split, val_fraction, seed).head(max_images)
+            dataset = _dataset(None, None, None, None, photos, False, val_split, val_fraction, seed, False).head(max_images)
             _restoration(out, dataset, model, recipe, long_side, seed, device, tile, tile_overlap, restore_size, baselines)
             return
-        dataset = _dataset(folder, realold, inputs, targets, synthetic, colorization_only, val_split, val_fraction, seed)
+        dataset = _dataset(folder, realold, inputs, targets, synthetic, colorization_only, val_split, val_fraction, seed, faded)
         if folder is not None and ref_mode is None and not (ref or refs or index):
             ref_mode = "ground-truth-crop"  # the design card's short form: matched references
         mode = _reference_mode(ref_mode, ref, refs, index)
         config = {
             "mode": "quality", "folder": folder, "kind": dataset.kind, "realold": realold, "inputs": inputs, "targets": targets, "synthetic": synthetic,
-            "colorization_only": colorization_only, "val_split": val_split, "val_fraction": val_fraction,
+            "colorization_only": colorization_only, "faded": faded, "top_k": top_k, "val_split": val_split, "val_fraction": val_fraction,
             "seed": seed, "max_images": max_images, "ref_mode": mode, "ref": ref, "refs": refs, "index": index,
             "models": model, "baselines": baselines, "device": device, "work_size": work_size, "tile": tile,
             "tile_overlap": tile_overlap, "fresh": fresh,
@@ -121,7 +123,7 @@ def _parse_sizes(values: list[str]) -> list[float]:
 
 def _dataset(
     folder: Optional[Path], realold: Optional[Path], inputs: Optional[Path], targets: Optional[Path], synthetic: Optional[Path],
-    colorization_only: bool, val_split: bool, val_fraction: float, seed: int,
+    colorization_only: bool, val_split: bool, val_fraction: float, seed: int, faded: bool,
 ) -> "Dataset":
     """Exactly one test set from the options, with its unusable files listed as warnings."""
     from pikfix.benchmark.data import detect_dataset, realold_pairs, stem_pairs, synthetic_set
@@ -131,9 +133,13 @@ def _dataset(
         raise fail("give one test set: DIR, --realold DIR, --inputs DIR --targets DIR, or --synthetic DIR")
     if (inputs is None) != (targets is None):
         raise fail("--inputs and --targets go together (old photos and their ground truth)")
-    if synthetic is None and folder is None and (colorization_only or val_split):
-        raise fail("--colorization-only and --val-split apply to --synthetic only")
+    if synthetic is None and folder is None and (colorization_only or val_split or faded):
+        raise fail("--colorization-only, --faded and --val-split apply to --synthetic only")
+    if colorization_only and faded:
+        raise fail("--colorization-only (grey inputs) and --faded (colour inputs) exclude each other")
     if folder is not None:
+        if faded:
+            raise fail("--faded applies to --synthetic DIR (clean photos faded on the fly)")
         dataset = detect_dataset(folder, colorization_only, seed, val_split, val_fraction)
     elif realold is not None:
         dataset = realold_pairs(realold)
@@ -141,7 +147,7 @@ def _dataset(
         dataset = stem_pairs(inputs, targets)
     else:
         assert synthetic is not None
-        dataset = synthetic_set(synthetic, colorization_only, seed, val_split, val_fraction)
+        dataset = synthetic_set(synthetic, colorization_only, seed, val_split, val_fraction, faded)
     for path, reason in dataset.skipped:
         warn(f"{path}: skipped ({reason})")
     dataset.require_samples()
@@ -173,11 +179,12 @@ def _reference_mode(ref_mode: Optional[str], ref: Optional[Path], refs: Optional
 def _quality(out: Path, dataset: "Dataset", mode: str, config: dict[str, Any]) -> None:
     from pikfix.benchmark.data import References, StoreRetriever
     from pikfix.benchmark.report import summarize_run, write_quality_report
-    from pikfix.benchmark.runner import Classical, GreyInput, Method, load_models, run_quality
+    from pikfix.benchmark.runner import Classical, GreyInput, InputAsIs, Method, load_models, run_quality
 
     models = load_models([Path(m) for m in config["models"]], config["device"], config["work_size"],
                          config["tile"], config["tile_overlap"])
-    methods: list[Method] = [GreyInput(), Classical()] if config["baselines"] else []
+    floor: Method = InputAsIs() if dataset.kind == "faded" else GreyInput()
+    methods: list[Method] = [floor, Classical()] if config["baselines"] else []
     methods += models
     retriever = None
     if config["refs"] is not None:
@@ -186,7 +193,7 @@ def _quality(out: Path, dataset: "Dataset", mode: str, config: dict[str, Any]) -
     elif config["index"] is not None:
         retriever = StoreRetriever(Path(config["index"]), config["device"])
     ref_file = Path(config["ref"]) if config["ref"] else None
-    references = References(mode, dataset, config["seed"], ref_file, retriever)
+    references = References(mode, dataset, config["seed"], ref_file, retriever, config["top_k"])
     _make_out(out)
     console.print(f"{dataset.describe()}; {len(methods)} methods; reference: {references.describe()}")
     console.print(f"per-image results are cached in {out / 'cache'}: rerun the same command to resume")

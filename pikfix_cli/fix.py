@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -28,8 +28,11 @@ class FileReport:
     output: str
     status: str  # "ok", "skipped" or "failed"
     error: Optional[str] = None
-    reference: Optional[str] = None
+    path: Optional[str] = None  # "colorized" or "restored-colour" (a colour photo keeps its own)
+    photo_kind: Optional[str] = None  # "grey", "toned" or "colour", as detected
+    reference: Optional[str] = None  # the best reference (None on the restored-colour path)
     reference_score: Optional[float] = None
+    references: list[dict[str, Any]] = field(default_factory=list)  # all K used: path, score
     confidence: Optional[float] = None
     megapixels: Optional[float] = None
     seconds: Optional[float] = None
@@ -66,6 +69,8 @@ def fix(
     ref: Optional[Path] = typer.Option(None, "--ref", help="Colour reference photo used for every input."),
     refs: Optional[Path] = typer.Option(None, "--refs", help="Folder of colour photos: the best reference is picked per photo."),
     index: Optional[Path] = typer.Option(None, "--index", help="Reference store made by `pikfix index` (instead of --refs)."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="References retrieved per photo; colour comes from whichever matches each region."),
+    recolor: bool = typer.Option(False, "--recolor", help="Colorize colour photos too, instead of restoring their own colours."),
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (.safetensors); default: the shipped model."),
     out: Path = typer.Option(Path("pikfix-out"), "-o", "--out", help="Output folder; mirrors the input tree."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -84,13 +89,17 @@ def fix(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout (for scripts)."),
 ) -> None:
-    """Restore damaged old photos and colorize them from a colour reference."""
+    """Restore damaged old photos and colorize them from colour references.
+
+    Without --ref, --refs or --index the references come from the small set built into pikfix.
+    Photos that already have colour (faded prints, autochromes) keep their own colours.
+    """
     from pikfix import imageio
     from pikfix.checkpoint import CheckpointError, default_model_path
     from pikfix.pipeline import FixPipeline
 
-    if sum(x is not None for x in (ref, refs, index)) != 1:
-        raise fail("give exactly one of --ref FILE, --refs DIR or --index STORE")
+    if sum(x is not None for x in (ref, refs, index)) > 1:
+        raise fail("give at most one of --ref FILE, --refs DIR or --index STORE")
     if mask is not None and not mask.exists():
         raise fail(f"--mask {mask}: no such file or folder")
     if ext is not None:
@@ -117,7 +126,7 @@ def fix(
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from None
     show_progress = not (json_out and not sys.stderr.isatty())
-    source = _reference_source(pipe, ref, refs, index, device, show_progress)
+    source = _reference_source(pipe, ref, refs, index, device, top_k, show_progress)
 
     reports: list[FileReport] = []
     with progress_bar(disable=not show_progress) as bar:
@@ -129,7 +138,7 @@ def fix(
             if dst.exists() and not overwrite and (not save_mask or _mask_path(dst).exists()):
                 report.status = "skipped"
             else:
-                _fix_one(pipe, src, dst, source, compare, report, _user_mask(mask, rel), save_mask)
+                _fix_one(pipe, src, dst, source, compare, recolor, report, _user_mask(mask, rel), save_mask)
             if report.status == "failed":
                 error(report.error or "")
             reports.append(report)
@@ -141,11 +150,12 @@ def fix(
 
 
 def _reference_source(
-    pipe: "FixPipeline", ref: Optional[Path], refs: Optional[Path], index: Optional[Path], device: str, show_progress: bool
+    pipe: "FixPipeline", ref: Optional[Path], refs: Optional[Path], index: Optional[Path], device: str, top_k: int,
+    show_progress: bool,
 ) -> "ReferenceSource":
-    """The manual reference, or a retrieval store (built or refreshed for --refs)."""
+    """The manual reference, a retrieval store (built or refreshed for --refs), or the built-in set."""
     from pikfix.imageio import ImageReadError
-    from pikfix.references import FixedReference, RetrievedReference, open_reference_store
+    from pikfix.references import FixedReference, RetrievedReference, default_reference_store, open_reference_store
     from pikfix.retrieval import StoreError
 
     if ref is not None:
@@ -154,6 +164,8 @@ def _reference_source(
         except ImageReadError as err:
             raise fail(f"reference {err}") from None
     try:
+        if refs is None and index is None:
+            return RetrievedReference(pipe, default_reference_store(device), top_k)
         with progress_bar(disable=not show_progress) as bar:
             task = bar.add_task(f"indexing {refs}", total=None)
             store, skipped = open_reference_store(
@@ -163,7 +175,7 @@ def _reference_source(
         raise fail(str(err)) from None
     for path, reason in skipped:
         warn(f"{path}: reference skipped ({reason})")
-    return RetrievedReference(pipe, store)
+    return RetrievedReference(pipe, store, top_k)
 
 
 def _fix_one(
@@ -172,6 +184,7 @@ def _fix_one(
     dst: Path,
     source: "ReferenceSource",
     compare: bool,
+    recolor: bool,
     report: FileReport,
     user_mask: Optional[Path] = None,
     save_mask: bool = False,
@@ -181,6 +194,7 @@ def _fix_one(
     import torch
 
     from pikfix import imageio
+    from pikfix.colour_input import classify, restore_own_colour
     from pikfix.sheet import side_by_side
 
     start = time.perf_counter()
@@ -189,11 +203,27 @@ def _fix_one(
         given = None if user_mask is None else imageio.read_mask(user_mask)
         rgb = imageio.to_float(image.pixels)
         restored = pipe.restore(rgb, mask=given)
+        restored_l = restored.l
         report.mask = str(user_mask) if user_mask is not None else ("detected" if restored.mask is not None else None)
-        choice = source.choose(restored.l)
-        report.reference = str(choice.path)
-        report.reference_score = None if choice.score is None else round(choice.score, 4)
-        out_rgb, confidence = pipe.colorize(restored.l, choice.prepared)
+        verdict = classify(rgb)
+        report.photo_kind = verdict.kind
+        ref_panels: list[tuple[str, np.ndarray]] = []
+        confidence: Optional[float] = None
+        if verdict.has_own_colour and not recolor:
+            report.path = "restored-colour"
+            out_rgb = restore_own_colour(rgb, restored_l)
+        else:
+            report.path = "colorized"
+            choices = source.choose(restored_l)
+            report.reference = str(choices[0].path)
+            report.reference_score = None if choices[0].score is None else round(choices[0].score, 4)
+            report.references = [
+                {"path": str(c.path), "score": None if c.score is None else round(c.score, 4)} for c in choices
+            ]
+            out_rgb, confidence = pipe.colorize(restored_l, [c.prepared for c in choices])
+            ref_panels = [
+                (f"reference {c.path.name}" + ("" if c.score is None else f" ({c.score:.2f})"), c.rgb) for c in choices
+            ]
         imageio.write_image(dst, imageio.from_float(out_rgb, image.pixels.dtype))
         if save_mask and restored.mask is not None:
             mask_file = _mask_path(dst)
@@ -201,8 +231,8 @@ def _fix_one(
             report.mask_output = str(mask_file)
         if compare:
             sheet = dst.with_name(dst.stem + ".compare.jpg")
-            ref_label = f"reference {choice.path.name}" + ("" if choice.score is None else f" ({choice.score:.2f})")
-            panels = [("input", image.pixels), (ref_label, choice.rgb), ("result", out_rgb)]
+            result_label = "result (own colours restored)" if report.path == "restored-colour" else "result"
+            panels = [("input", image.pixels), *ref_panels, (result_label, out_rgb)]
             imageio.write_image(sheet, np.asarray(side_by_side(panels)))
             report.compare = str(sheet)
     except (imageio.ImageReadError, imageio.ImageWriteError) as err:
@@ -213,7 +243,7 @@ def _fix_one(
         report.error = f"{src}: out of memory; try a smaller --tile or --work-size, or --device cpu"
         return
     report.megapixels = round(rgb.shape[0] * rgb.shape[1] / 1e6, 3)
-    report.confidence = round(confidence, 4)
+    report.confidence = None if confidence is None else round(confidence, 4)
     report.seconds = round(time.perf_counter() - start, 3)
 
 
@@ -226,13 +256,14 @@ def _summarise(reports: list[FileReport], json_out: bool) -> None:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     table = Table(title="pikfix fix")
-    for col in ("input", "status", "output / error", "reference", "s"):
+    for col in ("input", "status", "output / error", "path", "references", "s"):
         table.add_column(col)
     for r in reports:
         detail = r.error if r.status == "failed" else r.output
-        reference = "" if r.reference is None else Path(r.reference).name
-        if r.reference_score is not None:
-            reference += f" ({r.reference_score:.2f})"
-        table.add_row(r.input, r.status, detail, reference, f"{r.seconds:.1f}" if r.seconds else "")
+        references = ", ".join(
+            Path(x["path"]).name + ("" if x["score"] is None else f" ({x['score']:.2f})") for x in r.references
+        )
+        path = "" if r.path is None else f"{r.path} ({r.photo_kind})"
+        table.add_row(r.input, r.status, detail, path, references, f"{r.seconds:.1f}" if r.seconds else "")
     console.print(table)
     console.print(f"{counts['ok']} fixed, {counts['skipped']} skipped (already done), {counts['failed']} failed")

@@ -127,7 +127,7 @@ def test_references_ground_truth_crop_and_random_other(photos: Path) -> None:
     dataset = synthetic_set(photos)
     sample = dataset.samples[0]
     loaded = load_sample(dataset, sample)
-    crop, name = References("ground-truth-crop", dataset).load(sample, loaded)
+    (crop,), name = References("ground-truth-crop", dataset).load(sample, loaded)
     ch, cw = round(H * GT_CROP), round(W * GT_CROP)
     y0, x0 = (H - ch) // 2, (W - cw) // 2
     assert crop.shape == (ch, cw, 3) and name == "ground-truth crop"
@@ -162,6 +162,37 @@ def test_auto_references_never_return_the_images_own_ground_truth(photos: Path, 
     assert name == "owl.png (score 0.800)"  # neither the file itself nor its byte-identical copy
     dog = next(s for s in dataset.samples if s.id == "dog")
     assert references.load(dog, load_sample(dataset, dog))[1] == "cat.png (score 1.000)"
+    top2 = References("auto", dataset, retriever=retriever, top_k=2)
+    refs, name = top2.load(cat, load_sample(dataset, cat))
+    assert len(refs) == 1 and name == "owl.png (score 0.800)"  # only one photo is not the cat itself
+    refs, name = top2.load(dog, load_sample(dataset, dog))
+    assert len(refs) == 2 and name == "cat.png (score 1.000), cat-copy.png (score 0.900)"
+    assert top2.source(dog) != references.source(dog)  # cached results depend on K
+    with pytest.raises(BenchError, match="top-k"):
+        References("ground-truth-crop", dataset, top_k=3)
+
+
+def test_faded_set_gives_colour_inputs_that_the_model_restores(photos: Path) -> None:
+    from pikfix.colour_input import classify
+
+    dataset = synthetic_set(photos, faded=True)
+    sample = dataset.samples[0]
+    loaded = load_sample(dataset, sample)
+    assert dataset.kind == "faded" and loaded.ops == ["fade_colour"]
+    np.testing.assert_array_equal(loaded.old, load_sample(dataset, sample).old)  # seeded
+    assert classify(loaded.truth).kind == classify(loaded.old).kind  # still a colour photo if it was one
+    assert loaded.old.min() > 0.0 or loaded.old.std() < loaded.truth.std()  # lifted blacks, less contrast
+    with pytest.raises(BenchError):
+        synthetic_set(photos, colorization_only=True, faded=True)
+
+
+def test_faded_run_writes_a_report_with_delta_ab(photos: Path, tmp_path: Path) -> None:
+    dataset = synthetic_set(photos, faded=True)
+    run = run_quality(dataset, [_Identity()], References("ground-truth-crop", dataset), tmp_path / "out")
+    write_quality_report(tmp_path / "out", run, {})
+    report = _strict_json(tmp_path / "out" / "report.json")
+    assert report["summary"]["identity"]["delta_ab"]["mean"] > 0  # the faded input is off in colour
+    assert "Δab" in (tmp_path / "out" / "report.md").read_text()
 
 
 # --------------------------------------------------------------------------- metrics and runs
@@ -173,7 +204,7 @@ class _Identity(Method):
     name = "identity"
     label = "identity"
 
-    def run(self, old: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, float | None]:
+    def run(self, old: np.ndarray, refs: list[np.ndarray]) -> tuple[np.ndarray, float | None]:
         return old, None
 
 

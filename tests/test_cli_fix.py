@@ -175,12 +175,10 @@ def test_unwritable_output_folder(tmp_path, model_path, ref):
     assert "Traceback" not in res.output and str(blocker / "out") in res.stderr
 
 
-def test_missing_input_and_missing_ref(tmp_path, model_path, ref):
+def test_missing_input(tmp_path, model_path, ref):
     res = _fix(str(tmp_path / "nothing.jpg"), "--ref", str(ref), "--model", str(model_path))
     assert res.exit_code == 2 and "nothing.jpg" in res.stderr
-    src = _photo(tmp_path / "old.png", (30, 20))
-    res = _fix(str(src), "--model", str(model_path), "-o", str(tmp_path / "o"))
-    assert res.exit_code == 2 and "--ref" in res.stderr
+
 
 
 def _colour_scene(path: Path, seed: int, size: tuple[int, int] = (72, 56)) -> np.ndarray:
@@ -240,7 +238,91 @@ def test_index_store_is_used_and_a_damaged_store_is_refused(tmp_path, model_path
 def test_reference_options_are_exclusive(tmp_path, model_path, scenes):
     refs, old = scenes
     res = _fix(str(old), "--ref", str(refs / "scene0.png"), "--refs", str(refs), "--model", str(model_path))
-    assert res.exit_code == 2 and "exactly one" in res.stderr
+    assert res.exit_code == 2 and "at most one" in res.stderr
+
+
+def test_no_reference_option_uses_the_built_in_set_with_top_k(tmp_path, model_path):
+    src = _photo(tmp_path / "old.png", (70, 50))
+    res = _fix(str(src), "--model", str(model_path), "-o", str(tmp_path / "o"), "--json", "--compare")
+    assert res.exit_code == 0, res.output
+    entry = json.loads(res.stdout)["files"][0]
+    assert entry["path"] == "colorized" and entry["photo_kind"] == "grey"
+    from pikfix.references import DEFAULT_REFS_DIR
+
+    used = [Path(r["path"]) for r in entry["references"]]
+    assert len(used) == 3 and len(set(used)) == 3  # --top-k defaults to 3 distinct photos
+    assert all(p.parent == DEFAULT_REFS_DIR / "photos" for p in used)
+    assert Path(entry["reference"]) == used[0]
+    scores = [r["score"] for r in entry["references"]]
+    assert scores == sorted(scores, reverse=True)
+    one = Image.open(tmp_path / "o" / "old.compare.jpg").width
+    res = _fix(str(src), "--model", str(model_path), "-o", str(tmp_path / "o1"), "--json", "--compare", "--top-k", "1")
+    assert len(json.loads(res.stdout)["files"][0]["references"]) == 1
+    assert Image.open(tmp_path / "o1" / "old.compare.jpg").width < one  # one reference panel, not three
+
+
+def test_own_references_win_over_the_built_in_set(tmp_path, model_path, scenes):
+    refs, old = scenes
+    res = _fix(str(old), "--index", str(_index(refs, tmp_path / "store")), "--model", str(model_path),
+               "-o", str(tmp_path / "o"), "--json", "--top-k", "2")
+    assert res.exit_code == 0, res.output
+    used = [Path(r["path"]) for r in json.loads(res.stdout)["files"][0]["references"]]
+    assert used[0].name == "scene2.png" and len(used) == 2 and all(p.parent == refs.resolve() for p in used)
+
+
+def _index(refs: Path, store: Path) -> Path:
+    assert runner.invoke(app, ["index", str(refs), "--out", str(store)]).exit_code == 0
+    return store
+
+
+@pytest.mark.parametrize("problem", ["missing", "damaged"])
+def test_bad_built_in_reference_set_is_one_clear_error(tmp_path, model_path, monkeypatch, problem):
+    import shutil
+
+    import pikfix.references as references
+
+    copy = tmp_path / "default_refs"
+    shutil.copytree(references.DEFAULT_REFS_DIR, copy)
+    if problem == "missing":
+        shutil.rmtree(copy / "store")
+    else:
+        next((copy / "store").glob("data-*/index.faiss")).write_bytes(b"garbage")
+    monkeypatch.setattr(references, "DEFAULT_REFS_DIR", copy)
+    src = _photo(tmp_path / "old.png", (30, 20))
+    res = _fix(str(src), "--model", str(model_path), "-o", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "built-in reference set" in lines[0] and "--refs" in lines[0]
+
+
+def _faded_colour_photo(path: Path) -> Path:
+    """Four patches of clearly different hues, faded: low contrast, a yellow cast, dull colour."""
+    rng = np.random.default_rng(3)
+    img = np.zeros((48, 64, 3))
+    img[:24, :32], img[:24, 32:], img[24:, :32], img[24:, 32:] = (0.8, 0.2, 0.2), (0.2, 0.6, 0.2), (0.2, 0.3, 0.8), (0.9, 0.8, 0.3)
+    img = img * np.linspace(0.5, 1.0, 64)[None, :, None]
+    faded = 0.35 + 0.5 * (0.5 * img + 0.5 * img.mean(axis=2, keepdims=True)) * (1.0, 0.95, 0.8)
+    arr = np.clip((faded + rng.normal(0, 0.01, faded.shape)) * 255, 0, 255).astype(np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_colour_photo_keeps_its_colours_and_recolor_forces_colorization(tmp_path, model_path, ref):
+    src = _faded_colour_photo(tmp_path / "faded.png")
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "o"), "--json", "--compare")
+    assert res.exit_code == 0, res.output
+    entry = json.loads(res.stdout)["files"][0]
+    assert entry["path"] == "restored-colour" and entry["photo_kind"] == "colour"
+    assert entry["references"] == [] and entry["reference"] is None
+    out = np.asarray(Image.open(entry["output"]), dtype=np.float64)
+    before = np.asarray(Image.open(src), dtype=np.float64)
+    assert out.std() > before.std()  # the fade was lifted: more contrast
+    for y, x in ((10, 10), (10, 50), (36, 10), (36, 50)):  # each patch keeps its own hue
+        assert np.argmax(out[y, x] - out[y, x].mean()) == np.argmax(before[y, x] - before[y, x].mean())
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "o2"), "--json", "--recolor")
+    entry = json.loads(res.stdout)["files"][0]
+    assert entry["path"] == "colorized" and entry["photo_kind"] == "colour"
+    assert Path(entry["reference"]) == ref
 
 
 # --------------------------------------------------------------------------- damage masks

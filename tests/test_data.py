@@ -13,7 +13,17 @@ from torch.utils.data import DataLoader
 
 from pikfix.color import normalize_ab, normalize_l, rgb_to_lab
 from pikfix.training.data import (
-    REF_OTHER_IMAGE, REF_SAME_IMAGE, DataConfig, DataError, PairDataset, scan_folders, scan_images, split,
+    REF_OTHER_IMAGE,
+    REF_RETRIEVED,
+    REF_SAME_IMAGE,
+    DataConfig,
+    DataError,
+    PairDataset,
+    per_kind_metrics,
+    reference_neighbours,
+    scan_folders,
+    scan_images,
+    split,
 )
 
 CROP = 32
@@ -38,6 +48,12 @@ def photos(tmp_path: Path) -> list[Path]:
     folder = tmp_path / "photos"
     folder.mkdir()
     return [_photo(folder / f"{name}.png", rgb, seed=i) for i, (name, rgb) in enumerate(COLOURS.items())]
+
+
+@pytest.fixture
+def neighbours(photos: list[Path]) -> dict[Path, list[Path]]:
+    """Hand-made retrieval results: each photo's neighbour is the next photo."""
+    return {p: [photos[(i + 1) % len(photos)]] for i, p in enumerate(photos)}
 
 
 def _mean_ab(ab: torch.Tensor) -> torch.Tensor:
@@ -86,6 +102,8 @@ def test_config_round_trips_through_json() -> None:
         ({"crop": True}, "crop"),
         ({"crop": 8}, "crop"),
         ({"reference_mode": "random"}, "reference_mode"),
+        ({"ref_probabilities": [0.5, 0.5, 0.5]}, "ref_probabilities"),
+        ({"ref_neighbours": 0}, "ref_neighbours"),
         ({"ref_saturation": [1.2, 0.8]}, "ref_saturation"),
         ({"ref_scale": [0.0, 1.0]}, "ref_scale"),
         ({"val_fraction": 1.0}, "val_fraction"),
@@ -144,14 +162,14 @@ def test_scan_skips_only_the_images_smaller_than_the_crop(photos: list[Path]) ->
 # --------------------------------------------------------------------------- samples
 
 
-def test_item_has_the_documented_keys_shapes_and_ranges(photos: list[Path]) -> None:
-    item = PairDataset(photos, DataConfig(crop=CROP), seed=0, train=True)[0]
+def test_item_has_the_documented_keys_shapes_and_ranges(photos: list[Path], neighbours) -> None:
+    item = PairDataset(photos, DataConfig(crop=CROP), seed=0, train=True, neighbours=neighbours)[0]
     shapes = {key: tuple(value.shape) for key, value in item.items()}
     assert shapes == {
         "input_l": (1, CROP, CROP), "target_l": (1, CROP, CROP), "target_ab": (2, CROP, CROP),
         "ref_l": (1, CROP, CROP), "ref_ab": (2, CROP, CROP), "mask": (1, CROP, CROP), "ref_kind": (),
     }
-    assert item["ref_kind"].dtype == torch.int64 and int(item["ref_kind"]) in (REF_SAME_IMAGE, REF_OTHER_IMAGE)
+    assert item["ref_kind"].dtype == torch.int64 and int(item["ref_kind"]) in (REF_SAME_IMAGE, REF_OTHER_IMAGE, REF_RETRIEVED)
     for key in ("input_l", "target_l", "ref_l"):
         assert item[key].dtype == torch.float32 and -1 - 1e-5 <= item[key].min() and item[key].max() <= 1 + 1e-5
     for key in ("target_ab", "ref_ab"):
@@ -159,10 +177,10 @@ def test_item_has_the_documented_keys_shapes_and_ranges(photos: list[Path]) -> N
     assert 0 <= item["mask"].min() and item["mask"].max() <= 1
 
 
-def test_item_depends_only_on_seed_epoch_and_index(photos: list[Path]) -> None:
+def test_item_depends_only_on_seed_epoch_and_index(photos: list[Path], neighbours) -> None:
     config = DataConfig(crop=CROP)
-    first = PairDataset(photos, config, seed=7, train=True)[2]
-    again = PairDataset(photos, config, seed=7, train=True)
+    first = PairDataset(photos, config, seed=7, train=True, neighbours=neighbours)[2]
+    again = PairDataset(photos, config, seed=7, train=True, neighbours=neighbours)
     assert all(torch.equal(first[k], again[2][k]) for k in first)
     again.set_epoch(1)
     assert not all(torch.equal(first[k], again[2][k]) for k in first)
@@ -170,12 +188,14 @@ def test_item_depends_only_on_seed_epoch_and_index(photos: list[Path]) -> None:
     assert all(torch.equal(first[k], again[2][k]) for k in first)
 
 
-def test_validation_items_are_centre_crops_identical_across_epochs(photos: list[Path]) -> None:
+def test_validation_items_are_centre_crops_identical_across_epochs(photos: list[Path], neighbours) -> None:
     config = DataConfig(crop=CROP, degrade_probability=0.0)
-    val = PairDataset(photos, config, seed=0, train=False)
-    item = val[1]
+    val = PairDataset(photos, config, seed=0, train=False, neighbours=neighbours)
+    assert len(val) == 3 * len(photos)  # every photo once per reference kind
+    assert sorted(int(val[i]["ref_kind"]) for i in range(3, 6)) == [REF_SAME_IMAGE, REF_OTHER_IMAGE, REF_RETRIEVED]
+    item = val[3]  # photo 1, first kind
     val.set_epoch(5)
-    assert all(torch.equal(item[k], val[1][k]) for k in item)
+    assert all(torch.equal(item[k], val[3][k]) for k in item)
 
     pixels = np.asarray(Image.open(photos[1]), dtype=np.float32) / 255
     top, left = (64 - CROP) // 2, (96 - CROP) // 2
@@ -188,8 +208,8 @@ def test_validation_items_are_centre_crops_identical_across_epochs(photos: list[
     assert not item["mask"].any()
 
 
-def test_damaged_input_differs_from_the_clean_target(photos: list[Path]) -> None:
-    data = PairDataset(photos, DataConfig(crop=CROP), seed=0, train=True)
+def test_damaged_input_differs_from_the_clean_target(photos: list[Path], neighbours) -> None:
+    data = PairDataset(photos, DataConfig(crop=CROP), seed=0, train=True, neighbours=neighbours)
     errors = [float((item["input_l"] - item["target_l"]).abs().mean()) for item in (data[i] for i in range(4))]
     assert max(errors) > 0.02
 
@@ -229,8 +249,65 @@ def test_other_image_reference_comes_from_another_photo(photos: list[Path]) -> N
             assert target == index and source != index
 
 
+def test_retrieved_reference_comes_from_a_neighbour_never_the_photo(photos: list[Path], neighbours) -> None:
+    data = PairDataset(photos, DataConfig(crop=CROP, reference_mode="retrieved"), seed=0, train=True, neighbours=neighbours)
+    palette = torch.stack([_colour_ab(rgb) for rgb in COLOURS.values()])
+    for epoch in range(2):
+        data.set_epoch(epoch)
+        for index in range(len(photos)):
+            item = data[index]
+            assert int(item["ref_kind"]) == REF_RETRIEVED
+            source = int((palette - _mean_ab(item["ref_ab"])).norm(dim=1).argmin())
+            assert source == (index + 1) % len(photos)
+
+
+def test_mixed_mode_draws_the_three_kinds_with_their_probabilities(photos: list[Path], neighbours) -> None:
+    config = DataConfig(crop=16, degrade_probability=0.0, ref_probabilities=(0.5, 0.3, 0.2))
+    data = PairDataset(photos * 50, config, seed=0, train=True, neighbours=neighbours)
+    counts = np.bincount([int(data[i]["ref_kind"]) for i in range(len(data))], minlength=3) / len(data)
+    expected = np.array([0.5, 0.2, 0.3])  # indexed by REF_SAME_IMAGE, REF_OTHER_IMAGE, REF_RETRIEVED
+    assert np.abs(counts - expected).max() < 0.08
+
+
+def test_retrieved_kind_needs_neighbours(photos: list[Path], neighbours) -> None:
+    with pytest.raises(DataError, match="neighbours"):
+        PairDataset(photos, DataConfig(crop=CROP), seed=0, train=True)
+    with pytest.raises(DataError, match="no retrieved neighbour"):
+        PairDataset(photos, DataConfig(crop=CROP), seed=0, train=True, neighbours={**neighbours, photos[2]: []})
+    PairDataset(photos, DataConfig(crop=CROP, reference_mode="alternate"), seed=0, train=True)  # none needed
+
+
+def test_reference_neighbours_finds_similar_photos_but_never_the_photo_itself(tmp_path: Path) -> None:
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    stripes = (np.sin(xx / 3.0)[..., None] * 80 + 120 + rng.normal(0, 5, (64, 64, 3))).clip(0, 255).astype(np.uint8)
+    Image.fromarray(stripes).save(folder / "stripes.png")
+    Image.fromarray(np.ascontiguousarray(stripes[:, ::-1])).save(folder / "stripes-mirrored.png")
+    for i in range(3):  # smooth blobs, nothing like stripes
+        blob = 120 + 80 * np.exp(-((yy - 20 * i - 10) ** 2 + (xx - 30) ** 2) / 300.0)
+        Image.fromarray(np.repeat(blob[..., None], 3, axis=2).astype(np.uint8)).save(folder / f"blob{i}.png")
+    pool = sorted(folder.glob("*.png"))
+    found = reference_neighbours(pool, pool, tmp_path / "nb", k=2)
+    assert set(found) == set(pool)
+    for query, matches in found.items():
+        assert query not in matches and len(matches) == 2
+    assert found[folder / "stripes.png"][0] == folder / "stripes-mirrored.png"
+
+
+def test_per_kind_metrics_groups_samples_by_reference_kind() -> None:
+    kinds = [REF_SAME_IMAGE, REF_RETRIEVED, REF_SAME_IMAGE, REF_OTHER_IMAGE]
+    rows = [{"psnr": 30.0}, {"psnr": 20.0}, {"psnr": 26.0}, {"psnr": 15.0}]
+    assert per_kind_metrics(kinds, rows) == {
+        "same-image": {"n": 2.0, "psnr": 28.0}, "retrieved": {"n": 1.0, "psnr": 20.0}, "random": {"n": 1.0, "psnr": 15.0},
+    }
+    with pytest.raises(ValueError):
+        per_kind_metrics(kinds[:2], rows)
+
+
 def test_alternate_mode_mixes_both_reference_kinds(photos: list[Path]) -> None:
-    data = PairDataset(photos, DataConfig(crop=CROP, degrade_probability=0.0), seed=0, train=True)
+    data = PairDataset(photos, DataConfig(crop=CROP, degrade_probability=0.0, reference_mode="alternate"), seed=0, train=True)
     kinds = set()
     for epoch in range(4):
         data.set_epoch(epoch)
@@ -260,8 +337,8 @@ def test_large_photos_are_downscaled_before_cropping(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_dataloader_batches_match_single_item_access(photos: list[Path], workers: int) -> None:
-    data = PairDataset(photos, DataConfig(crop=CROP), seed=0, train=True)
+def test_dataloader_batches_match_single_item_access(photos: list[Path], neighbours, workers: int) -> None:
+    data = PairDataset(photos, DataConfig(crop=CROP), seed=0, train=True, neighbours=neighbours)
     data.set_epoch(2)
     batches = list(DataLoader(data, batch_size=2, num_workers=workers))
     assert len(batches) == 2

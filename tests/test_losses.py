@@ -7,7 +7,15 @@ from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from pikfix.backbones import WeightsUnavailableError, hub_cache_file
-from pikfix.training.losses import LossConfig, PatchDiscriminator, PerceptualLoss, PikFixLoss, emd_loss
+from pikfix.training.losses import (
+    LossConfig,
+    PatchDiscriminator,
+    PerceptualLoss,
+    PikFixLoss,
+    emd_loss,
+    emd_per_sample,
+    masked_emd,
+)
 from pikfix.model import PikFixOutput
 from pikfix.nets.sphist import SPHist
 
@@ -40,6 +48,42 @@ def test_emd_hand_computed():
     assert emd_loss(p, q).item() == pytest.approx(0.34)
     # Mean over batch and channels: a second, identical pair halves it.
     assert emd_loss(torch.cat([p, q]), torch.cat([q, q])).item() == pytest.approx(0.17)
+
+
+def test_masked_emd_counts_only_references_that_share_the_colours():
+    truth = torch.cat([one_hot_hist(1), one_hot_hist(1)])
+    reference = torch.cat([one_hot_hist(1) * 0.9 + one_hot_hist(2) * 0.1, one_hot_hist(4)])  # close, far
+    assert emd_per_sample(truth, reference).tolist() == pytest.approx([0.01, 3.0])
+    pred = torch.cat([one_hot_hist(3), one_hot_hist(0)])
+    expected = emd_per_sample(pred[:1], reference[:1]).item() / 2  # the far sample adds 0
+    assert masked_emd(pred, truth, reference, shared_colours=0.1).item() == pytest.approx(expected)
+    assert masked_emd(pred, truth, reference, shared_colours=0.001).item() == 0.0
+
+
+def _emd_only_loss() -> PikFixLoss:
+    return PikFixLoss(LossConfig(alpha=0.0, beta=0.0, lam=1.0, gamma=0.0, eta=0.0), SPHist(bins=8))
+
+
+def test_emd_term_ignores_a_reference_that_does_not_share_the_colours():
+    # The finding this fixes: a perfect prediction used to be pulled towards a random reference.
+    truth_ab = torch.full((2, 2, 16, 16), -0.3)
+    out = PikFixOutput(l=torch.zeros(2, 1, 16, 16), ab=truth_ab.clone(), confidence=[])
+    random_ref = torch.full((2, 2, 16, 16), 0.5)
+    _, terms = _emd_only_loss().generator_loss(out, out.l, truth_ab, random_ref, None)
+    assert terms["emd"] == 0.0
+    old = emd_loss(SPHist(bins=8).pooled(truth_ab), SPHist(bins=8).pooled(random_ref)).item()
+    assert old > 0.5  # what the unmasked eq. 7 charged for this perfect prediction
+
+
+def test_emd_term_follows_a_reference_that_shares_the_colours():
+    truth_ab = torch.full((1, 2, 16, 16), -0.3)
+    ref_ab = truth_ab + 0.02  # the same colours, slightly shifted (a same-image reference)
+    sphist = SPHist(bins=8)
+    out = PikFixOutput(l=torch.zeros(1, 1, 16, 16), ab=truth_ab.clone(), confidence=[])
+    _, terms = PikFixLoss(LossConfig(alpha=0.0, beta=0.0, lam=1.0, gamma=0.0, eta=0.0), sphist).generator_loss(
+        out, out.l, truth_ab, ref_ab, None)
+    expected = emd_loss(sphist.pooled(truth_ab), sphist.pooled(ref_ab)).item()
+    assert expected > 0 and terms["emd"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_emd_rejects_mismatched_shapes():
@@ -168,7 +212,7 @@ def test_total_is_the_weighted_sum_of_the_terms(lite0_perceptual):
     loss.perceptual = lite0_perceptual  # reuse the module-scoped network: same choice, faster
     out = PikFixOutput(l=torch.rand(1, 1, 32, 32) * 2 - 1, ab=torch.rand(1, 2, 32, 32) - 0.5, confidence=[])
     target_l, target_ab = torch.rand(1, 1, 32, 32) * 2 - 1, torch.rand(1, 2, 32, 32) - 0.5
-    ref_ab = torch.rand(1, 2, 16, 16) * 0.5
+    ref_ab = target_ab[..., ::2, ::2] * 0.95  # shares the target's colours, so the EMD term counts
     total, terms = loss.generator_loss(out, target_l, target_ab, ref_ab, PatchDiscriminator(width=4))
     assert set(terms) == {"rec_l", "perc_l", "emd", "rec_ab", "adv"}
     assert all(v > 0 for v in terms.values())
@@ -201,8 +245,9 @@ def test_gradients_reach_the_predicted_ab(term):
     ab = (torch.rand(1, 2, 32, 32) - 0.5).requires_grad_()
     out = PikFixOutput(l=torch.zeros(1, 1, 32, 32), ab=ab, confidence=[])
     ref_ab = torch.full((1, 2, 16, 16), 0.4)
+    target_ab = torch.full_like(ab, 0.4)  # the reference shares the target's colours
     disc = PatchDiscriminator(width=4) if term == "adv" else None
-    total, terms = loss.generator_loss(out, torch.zeros(1, 1, 32, 32), torch.zeros_like(ab), ref_ab, disc)
+    total, terms = loss.generator_loss(out, torch.zeros(1, 1, 32, 32), target_ab, ref_ab, disc)
     assert set(terms) == {term}
     total.backward()
     assert ab.grad is not None and ab.grad.abs().sum() > 0

@@ -206,3 +206,19 @@ def test_lpips_status_sees_cached_weights(tmp_path, monkeypatch: pytest.MonkeyPa
     assert available == lpips_installed
     if not lpips_installed:
         assert "lpips" in reason and "weights" not in reason
+
+
+def test_delta_ab_is_the_mean_chroma_distance():
+    import torch
+
+    from pikfix.color import rgb_to_lab
+    from pikfix.metrics import delta_ab
+
+    rng = np.random.default_rng(0)
+    img = rng.random((8, 9, 3)).astype(np.float32)
+    assert delta_ab(img, img) == pytest.approx(0.0, abs=1e-6)
+    grey = np.full((8, 9, 3), 0.5, dtype=np.float32)
+    chroma = rgb_to_lab(torch.from_numpy(img).permute(2, 0, 1))[1:].norm(dim=0).mean()
+    assert delta_ab(img, grey) == pytest.approx(float(chroma), rel=1e-4)  # grey has a = b = 0
+    with pytest.raises(ValueError):
+        delta_ab(img, grey[:4])

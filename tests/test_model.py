@@ -66,8 +66,8 @@ def test_similarity_rows_are_softmax_normalised():
 def test_warp_chunking_does_not_change_the_result():
     feat, ref_feat = torch.randn(1, 6, 5, 7), torch.randn(1, 6, 4, 3)
     hist = torch.softmax(torch.randn(1, 8, 4, 3), dim=1)
-    whole, conf = warp(feat, ref_feat, hist, 0.05, max_elements=10**9)
-    chunked, conf2 = warp(feat, ref_feat, hist, 0.05, max_elements=12)  # 1 query row per chunk
+    whole, conf = warp(feat, [ref_feat], [hist], 0.05, max_elements=10**9)
+    chunked, conf2 = warp(feat, [ref_feat], [hist], 0.05, max_elements=12)  # 1 query row per chunk
     assert torch.allclose(whole, chunked, atol=1e-6) and torch.allclose(conf, conf2)
     # Each warped histogram is a convex mix of reference histograms: still sums to 1.
     assert torch.allclose(whole.sum(1), torch.ones(1, 5, 7), atol=1e-5)
@@ -76,9 +76,65 @@ def test_warp_chunking_does_not_change_the_result():
 def test_warp_finds_an_identical_reference():
     feat = torch.randn(1, 16, 4, 4)
     hist = torch.eye(16).view(1, 16, 4, 4)  # position v has its own one-hot "colour"
-    warped, conf = warp(feat, feat.clone(), hist, temperature=0.01, max_elements=1 << 20)
+    warped, conf = warp(feat, [feat.clone()], [hist], temperature=0.01, max_elements=1 << 20)
     assert torch.allclose(warped, hist, atol=1e-3)
     assert torch.allclose(conf, torch.ones_like(conf), atol=1e-5)
+
+
+def test_warp_over_several_references_takes_each_region_from_its_match():
+    # Two references of different sizes, each holding half of the input's positions: every
+    # input position must find its own feature (and so its own colour) in whichever holds it.
+    feat = torch.randn(1, 16, 4, 4)
+    hist = torch.eye(16).view(1, 16, 4, 4)
+    flat_f, flat_h = feat.flatten(2), hist.flatten(2)
+    refs = [flat_f[..., :6].reshape(1, 16, 2, 3), flat_f[..., 6:].reshape(1, 16, 2, 5)]
+    ref_hists = [flat_h[..., :6].reshape(1, 16, 2, 3), flat_h[..., 6:].reshape(1, 16, 2, 5)]
+    # Centring is per reference, so compare with the features each reference is centred on.
+    warped, conf = warp(feat, refs, ref_hists, temperature=0.01, max_elements=1 << 20)
+    assert warped.shape == (1, 16, 4, 4) and conf.shape == (1, 1, 4, 4)
+    assert torch.equal(warped.flatten(2).argmax(1), torch.arange(16).view(1, 16))
+    assert torch.allclose(warped.sum(1), torch.ones(1, 4, 4), atol=1e-5)
+
+
+def test_warp_over_several_references_is_chunked_like_one():
+    feat = torch.randn(2, 6, 5, 7)
+    refs = [torch.randn(2, 6, 4, 3), torch.randn(2, 6, 2, 2), torch.randn(2, 6, 3, 5)]
+    hists = [torch.softmax(torch.randn(2, 8, *r.shape[-2:]), dim=1) for r in refs]
+    keys = sum(r.shape[-1] * r.shape[-2] for r in refs)
+    whole, conf = warp(feat, refs, hists, 0.05, max_elements=10**9)
+    # One query row per chunk: the matrix in memory is never larger than B x 1 x keys.
+    chunked, conf2 = warp(feat, refs, hists, 0.05, max_elements=2 * keys)
+    assert torch.allclose(whole, chunked, atol=1e-6) and torch.allclose(conf, conf2)
+
+
+def test_chunk_rows_bound_the_similarity_matrix(monkeypatch):
+    import pikfix.nets.similarity as sim
+
+    seen = []
+    real = sim.similarity_rows
+
+    def spy(query, ref, temperature):
+        seen.append(query.shape[0] * query.shape[1] * ref.shape[1])
+        return real(query, ref, temperature)
+
+    monkeypatch.setattr(sim, "similarity_rows", spy)
+    refs = [torch.randn(1, 4, 6, 6) for _ in range(3)]  # 108 keys in all
+    warp(torch.randn(1, 4, 8, 8), refs, [torch.rand(1, 8, 6, 6)] * 3, 0.05, max_elements=1000)
+    assert seen and max(seen) <= 1000 and len(seen) == 8  # 9 rows of 108 keys per chunk
+
+
+def test_model_colorizes_from_several_references_of_different_sizes(model):
+    l, ref_l, ref_ab = _inputs()
+    refs_l = [ref_l, ref_l[..., :40, :50], torch.rand(1, 1, 70, 30) * 2 - 1]
+    refs_ab = [ref_ab, ref_ab[..., :40, :50], torch.rand(1, 2, 70, 30) * 0.4 - 0.2]
+    with torch.no_grad():
+        ab, conf = model.colorize(l, refs_l, refs_ab)
+        single, _ = model.colorize(l, ref_l, ref_ab)
+        same, _ = model.colorize(l, [ref_l], [ref_ab])
+    assert ab.shape == (1, 2, H, W) and len(conf) == 4 and torch.isfinite(ab).all()
+    assert torch.equal(single, same)  # a lone tensor is the one-reference case
+    with pytest.raises(ValueError, match="reference"):
+        model.colorize(l, refs_l, refs_ab[:2])
 
 
 def test_restoration_subnet_odd_size(model):
@@ -95,7 +151,7 @@ def test_similarity_subnet_odd_size(model):
     l, ref_l, ref_ab = _inputs(64, 128, 64, 96)
     sizes = [(16, 32), (8, 16), (4, 8), (2, 4)]
     with torch.no_grad():
-        hists, conf = model.similarity(l, ref_l, model.reference_histograms(ref_ab), sizes)
+        hists, conf = model.similarity(l, [ref_l], [model.reference_histograms(ref_ab)], sizes)
     bins = model.config.colorization.bins
     for (h, w), hist, c in zip(sizes, hists, conf):
         assert hist.shape == (1, 2 * bins, h, w)

@@ -1,11 +1,13 @@
-"""Fit the confidence gate of a trained model on its training photos and save the result.
+"""Fit the confidence gate of a trained model on its validation photos and save the result.
 
     .venv/bin/python tools/calibrate_gate.py RUN_DIR/best.safetensors PHOTOS_DIR OUT.safetensors [MAX_PHOTOS]
 
-Uses the training split of the run (seed and val_fraction from the checkpoint's training
-config), so validation photos stay unseen.  References per photo: a mirrored crop of itself
-("matched"), the best other training photo by retrieval ("retrieved"), a random other
-training photo ("random").
+Uses the validation split of the run (seed and val_fraction from the checkpoint's training
+config): photos the model never trained on, coloured the way `pikfix fix` colours them.
+References per photo: a mirrored crop of itself ("matched"), its best match among the
+*training* photos by retrieval ("retrieved", what a user's folder gives), and a random
+training photo ("random").  The criterion keeps matched colour (``pikfix.training.calibration``);
+when no gate helps, the model is saved with the gate off.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pikfix.training.calibration import GateSample, apply_gate, fit_gate
+from pikfix.training.calibration import IDENTITY, GateSample, apply_gate, fit_gate
 from pikfix.checkpoint import load_checkpoint, save_checkpoint
 from pikfix.training.data import DataConfig, scan_images, split
 from pikfix.imageio import read_image, to_float
@@ -33,10 +35,11 @@ WORK = 512  # pikfix fix's default --work-size: the gate is fitted where it is u
 
 def main(ckpt: Path, photos: Path, out: Path, limit: int | None = None) -> None:
     model, header = load_checkpoint(ckpt)
+    apply_gate(model, IDENTITY)  # samples are taken before any gate, also when refitting one
     training = header["metadata"]["training"]
     paths, _ = scan_images(photos, DataConfig(crop=64))
-    train, _ = split(paths, training["data"]["val_fraction"], training["seed"])
-    train = train[:limit]
+    train, val = split(paths, training["data"]["val_fraction"], training["seed"])
+    val = val[:limit]
     refs_dir = Path(tempfile.mkdtemp(prefix="pikfix-calibration-refs-"))  # the training photos only
     for p in train:
         link = refs_dir / p.name
@@ -48,14 +51,14 @@ def main(ckpt: Path, photos: Path, out: Path, limit: int | None = None) -> None:
     pipe = FixPipeline(model, "cpu", work_size=WORK)
     rng = random.Random(0)
     samples: list[GateSample] = []
-    for i, path in enumerate(train):
+    for i, path in enumerate(val):
         rgb = to_float(read_image(path).pixels)
         photo = pipe.prepare_reference(rgb)  # its normalised L (the grey input) and ab (the target)
         h, w = rgb.shape[:2]
         matched = np.ascontiguousarray(rgb[h // 8 : h - h // 10, w // 5 :][:, ::-1])
         l_lab = ((photo.l[0, 0] + 1.0) * 50.0).numpy()
-        best = next(m for m in store.search(l_lab, k=3) if m.path.name != path.name)
-        other = rng.choice([p for p in train if p != path])
+        best = store.search(l_lab, k=1)[0]  # the store holds training photos only: never this one
+        other = rng.choice(train)
         for regime, ref_rgb in (("matched", matched), ("retrieved", to_float(read_image(best.path).pixels)),
                                 ("random", to_float(read_image(other).pixels))):
             ref = pipe.prepare_reference(ref_rgb)
@@ -63,12 +66,14 @@ def main(ckpt: Path, photos: Path, out: Path, limit: int | None = None) -> None:
                 ab, conf = model.colorize(photo.l, ref.l, ref.ab)
             conf_up = F.interpolate(conf[0], size=ab.shape[-2:], mode="bilinear", align_corners=False)
             samples.append(GateSample(regime, ab[0], conf_up[0], photo.ab[0]))
-        print(f"{i + 1}/{len(train)} {path.name}", flush=True)
+        print(f"{i + 1}/{len(val)} {path.name}", flush=True)
     fit = fit_gate(samples)
     apply_gate(model, fit)
     metadata = dict(header["metadata"])
     metadata["confidence_gate"] = {"threshold": fit.threshold, "slope": fit.slope, "l1_ab_before": fit.l1_before,
-                                   "l1_ab_after": fit.l1_after, "l1_ab_grey": fit.l1_grey, "photos": len(train), "work_size": WORK}
+                                   "l1_ab_after": fit.l1_after, "l1_ab_grey": fit.l1_grey, "colour_ratio_matched_before": fit.colour_before,
+                                   "colour_ratio_matched_after": fit.colour_after, "photos": len(val),
+                                   "fitted_on": "validation split", "work_size": WORK}
     save_checkpoint(model, out, metadata, half=True)
     print(json.dumps(metadata["confidence_gate"], indent=2))
 

@@ -10,7 +10,8 @@ Test sets:
   ``12-T_colour.tif``, but not with ``112t.jpg``.
 * Generic pairs (``stem_pairs``): ``inputs/x.jpg`` pairs with ``targets/x.png`` (same stem).
 * Synthetic (``synthetic_set``): clean colour photos, damaged on the fly by
-  ``pikfix.training.degradation`` with a per-photo seed, or only turned grey (colorization only).
+  ``pikfix.training.degradation`` with a per-photo seed, or only turned grey (colorization only),
+  or faded in colour (``fade_colour``: a faded colour print, which should keep its colours).
 
 Files without a partner, or with an ambiguous one, are listed in ``Dataset.skipped``.
 ``detect_dataset`` tells these kinds apart from a folder's layout (`pikfix bench DIR`).
@@ -70,7 +71,7 @@ class Sample:
 class Dataset:
     """The photos of one benchmark and the files that could not be used, with the reason."""
 
-    kind: str  # "realold", "pairs", "synthetic" (damaged) or "colorization" (clean grey input)
+    kind: str  # "realold", "pairs", "synthetic" (damaged), "colorization" (clean grey) or "faded" (colour)
     source: str  # the folder(s), for the report
     samples: list[Sample]
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -83,6 +84,7 @@ class Dataset:
             "pairs": "old photos paired with ground truth by file stem",
             "synthetic": f"clean colour photos damaged by pikfix.training.degradation (seed {self.seed})",
             "colorization": "clean colour photos turned grey without damage (colorization only)",
+            "faded": "clean colour photos faded in colour (low contrast, a cast, dull colour): colour inputs",
         }[self.kind]
         return f"{len(self.samples)} images from {self.source}: {what}"
 
@@ -218,8 +220,24 @@ def _derived_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\0{name}".encode()).digest()[:8], "little")
 
 
+def fade_colour(rgb: np.ndarray, seed: int) -> np.ndarray:
+    """A faded colour print made from a clean photo (H, W, 3), reproducibly for ``seed``.
+
+    Dye layers age unevenly (a per-channel gamma), colour dulls (saturation x 0.45-0.8), the
+    print yellows (a cast, blue weakest), contrast drops and blacks lift, and grain is added.
+    """
+    rng = np.random.default_rng(seed)
+    out = rgb ** rng.uniform(0.85, 1.15, 3)
+    grey = luminance(out)[..., None] / 100.0
+    out = grey + (out - grey) * rng.uniform(0.45, 0.8)
+    out = out * np.array([rng.uniform(1.0, 1.1), rng.uniform(0.92, 1.02), rng.uniform(0.75, 0.92)])
+    out = 0.5 + (out - 0.5) * rng.uniform(0.65, 0.9) + rng.uniform(0.0, 0.08)
+    return np.clip(out + rng.normal(0.0, 0.01, out.shape), 0.0, 1.0).astype(np.float32)
+
+
 def synthetic_set(
-    folder: Path, colorization_only: bool = False, seed: int = 0, val_split: bool = False, val_fraction: float = 0.1
+    folder: Path, colorization_only: bool = False, seed: int = 0, val_split: bool = False, val_fraction: float = 0.1,
+    faded: bool = False,
 ) -> Dataset:
     """Clean colour photos whose old inputs are made on the fly, reproducibly for ``seed``.
 
@@ -246,7 +264,9 @@ def synthetic_set(
             sample_id = safe_id(rel.as_posix())
         ids.add(sample_id)
         samples.append(Sample(id=sample_id, truth=path, seed=_derived_seed(seed, path.name)))
-    kind = "colorization" if colorization_only else "synthetic"
+    if colorization_only and faded:
+        raise BenchError("colorization-only (grey input) and faded (colour input) exclude each other")
+    kind = "faded" if faded else "colorization" if colorization_only else "synthetic"
     return Dataset(kind, str(folder), sorted(samples, key=lambda s: s.id), skipped, seed)
 
 
@@ -277,6 +297,8 @@ def load_sample(dataset: Dataset, sample: Sample, warn: Warn = ignore_warning) -
                  f"{width}x{height}; resized to the ground truth")
             old = _resize(old, height, width)
         return LoadedSample(old, truth, [])
+    if dataset.kind == "faded":
+        return LoadedSample(fade_colour(truth, sample.seed), truth, ["fade_colour"])
     if dataset.kind == "colorization":
         grey, ops = to_grey(truth), []
     else:
@@ -322,12 +344,12 @@ class StoreRetriever:
         retriever.source = f"{refs_dir} (indexed in {store_dir})"
         return retriever
 
-    def __call__(self, old: np.ndarray, truth: Path) -> tuple[Path, float]:
-        """(best reference file other than ``truth``, its retrieval score)."""
-        for match in self.store.search(luminance(old), k=8):
-            if not _same_content(match.path, truth):
-                return match.path, match.score
-        raise BenchError(f"{truth}: the reference store has no photo other than this image's own ground truth")
+    def __call__(self, old: np.ndarray, truth: Path, k: int = 1) -> list[tuple[Path, float]]:
+        """The ``k`` best reference files other than ``truth``, with their retrieval scores."""
+        found = [(m.path, m.score) for m in self.store.search(luminance(old), k=k + 7) if not _same_content(m.path, truth)]
+        if not found:
+            raise BenchError(f"{truth}: the reference store has no photo other than this image's own ground truth")
+        return found[:k]
 
 
 def _same_content(a: Path, b: Path) -> bool:
@@ -352,6 +374,7 @@ class References:
         seed: int = 0,
         ref_file: Path | None = None,
         retriever: StoreRetriever | None = None,
+        top_k: int = 1,
     ) -> None:
         if mode not in REF_MODES:
             raise BenchError(f"unknown reference mode {mode!r}; choose one of {', '.join(REF_MODES)}")
@@ -361,6 +384,9 @@ class References:
         self.seed = seed
         self.truths = {s.id: s.truth for s in dataset.samples}
         self.retriever = retriever
+        if top_k < 1 or (top_k > 1 and mode != "auto"):
+            raise BenchError(f"--top-k {top_k}: several references come from retrieval (--ref-mode auto) only")
+        self.top_k = top_k
         self.file: tuple[Path, np.ndarray] | None = None
         if mode == "file":
             if ref_file is None:
@@ -377,7 +403,8 @@ class References:
         if self.file is not None:
             return f"one reference photo for every image: {self.file[0]}"
         if self.retriever is not None:
-            return f"retrieved automatically from {self.retriever.source} (never the image's own ground truth)"
+            best = "the best match" if self.top_k == 1 else f"the {self.top_k} best matches"
+            return f"{best} retrieved automatically from {self.retriever.source} (never the image's own ground truth)"
         if self.mode == "random-other":
             return f"the ground truth of a random other test image (seed {self.seed}): a poor reference"
         return f"central {GT_CROP:.0%} of the ground truth, mirrored: an upper bound"
@@ -391,26 +418,27 @@ class References:
         if self.file is not None:
             return f"file:{file_identity(self.file[0])}"
         if self.retriever is not None:
-            return f"auto:{self.retriever.identity}"
+            return f"auto:{self.retriever.identity}:top{self.top_k}"
         if self.mode == "random-other":
             return f"other:{file_identity(self._other(sample))}"
         return f"crop:{GT_CROP}"
 
-    def load(self, sample: Sample, loaded: LoadedSample) -> tuple[np.ndarray, str]:
-        """(reference RGB float (H, W, 3), its name for the report); raises ``ImageReadError``."""
+    def load(self, sample: Sample, loaded: LoadedSample) -> tuple[list[np.ndarray], str]:
+        """(reference RGB floats (H, W, 3), best first; their names for the report); raises ``ImageReadError``."""
         if self.file is not None:
-            return self.file[1], self.file[0].name
+            return [self.file[1]], self.file[0].name
         if self.retriever is not None:
-            path, score = self.retriever(loaded.old, sample.truth)
-            return to_float(read_image(path).pixels), f"{path.name} (score {score:.3f})"
+            found = self.retriever(loaded.old, sample.truth, self.top_k)
+            names = ", ".join(f"{path.name} (score {score:.3f})" for path, score in found)
+            return [to_float(read_image(path).pixels) for path, _ in found], names
         if self.mode == "random-other":
             other = self._other(sample)
-            return to_float(read_image(other).pixels), other.name
+            return [to_float(read_image(other).pixels)], other.name
         h, w = loaded.truth.shape[:2]
         ch, cw = max(1, round(h * GT_CROP)), max(1, round(w * GT_CROP))
         y0, x0 = (h - ch) // 2, (w - cw) // 2
         crop = loaded.truth[y0 : y0 + ch, x0 : x0 + cw, :][:, ::-1]
-        return np.ascontiguousarray(crop), "ground-truth crop"
+        return [np.ascontiguousarray(crop)], "ground-truth crop"
 
 
 def file_identity(path: Path) -> str:

@@ -33,10 +33,11 @@ from pikfix.sheet import grid
 
 # (key, markdown column title, decimals); the arrows say which way is better.
 QUALITY_METRICS = (("psnr", "PSNR ↑ (dB)", 2), ("ssim", "SSIM ↑", 3), ("lpips", "LPIPS ↓", 3),
-                   ("colorfulness", "colourfulness", 1))
+                   ("colorfulness", "colourfulness", 1), ("delta_ab", "Δab ↓", 2))
 # Chart titles in ASCII: Pillow's built-in font has no arrow glyphs.
 CHART_TITLES = {"psnr": "PSNR dB (higher = better)", "ssim": "SSIM (higher = better)",
-                "lpips": "LPIPS (lower = better)", "colorfulness": "colourfulness"}
+                "lpips": "LPIPS (lower = better)", "colorfulness": "colourfulness",
+                "delta_ab": "mean delta ab to the truth (lower = better)"}
 CONVENTIONS = (
     "PSNR and SSIM: full-resolution result vs ground truth, RGB, both rounded to 8 bits, peak 255, "
     "no border crop; SSIM as Wang et al. 2004 / scikit-image (11x11 Gaussian window, sigma 1.5, "
@@ -173,7 +174,7 @@ def write_quality_report(out: Path, run: QualityRun, config: dict[str, Any]) -> 
     truth = {info["image"]: info for info in run.images}
     rows = [{**row, **{k: truth[row["image"]][k] for k in ("width", "height", "megapixels", "colorfulness_truth",
                                                           "reference")}} for row in run.rows]
-    _write_csv(paths[1], ["image", "method", "psnr", "ssim", "lpips", "colorfulness", "colorfulness_truth",
+    _write_csv(paths[1], ["image", "method", "psnr", "ssim", "lpips", "colorfulness", "delta_ab", "colorfulness_truth",
                           "width", "height", "megapixels", "seconds", "megapixels_per_second", "peak_rss_mib",
                           "cuda_peak_mib", "confidence", "reference"], rows)
     sheets = write_contact_sheets(out / "sheets", run)
@@ -208,10 +209,12 @@ def _quality_markdown(
     lines += ["", f"{len(run.images)} images; {run.from_cache} of {len(run.rows)} results reused from the cache. "
               "Peak RSS is the process's resident-memory high-water mark during the method's call "
               "(models, photo and reference included)."]
-    lines += ["", "## Pik-Fix paper, for scale", "",
-              "Other photos, other damage and other references: a scale, not a like-for-like comparison.", ""]
-    lines += _markdown_table(["paper setting", "PSNR ↑", "SSIM ↑", "LPIPS ↓"],
-                             [[n, f"{p:.2f}", f"{s:.3f}", f"{lp:.3f}"] for n, p, s, lp in PAPER_ROWS[run.dataset.kind]])
+    paper_rows = PAPER_ROWS.get(run.dataset.kind)  # the paper has no faded-colour setting
+    if paper_rows:
+        lines += ["", "## Pik-Fix paper, for scale", "",
+                  "Other photos, other damage and other references: a scale, not a like-for-like comparison.", ""]
+        lines += _markdown_table(["paper setting", "PSNR ↑", "SSIM ↑", "LPIPS ↓"],
+                                 [[n, f"{p:.2f}", f"{s:.3f}", f"{lp:.3f}"] for n, p, s, lp in paper_rows])
     if run.skipped:
         lines += ["", f"## Skipped ({len(run.skipped)})", ""] + [f"- `{p}`: {r}" for p, r in run.skipped]
     lines += ["", "## Files", "", "- `report.json`: every figure, the configuration, versions and device",

@@ -45,7 +45,8 @@ from pikfix.benchmark.data import (
 from pikfix.checkpoint import CheckpointError, read_header
 from pikfix.config import preset_config
 from pikfix.imageio import ImageReadError, from_float, write_image
-from pikfix.metrics import LPIPSMetric, colorfulness, lpips_status, psnr, ssim
+from pikfix.colour_input import classify, restore_own_colour
+from pikfix.metrics import LPIPSMetric, colorfulness, delta_ab, lpips_status, psnr, ssim
 from pikfix.device import resolve_device
 from pikfix.pipeline import FixPipeline
 from pikfix.retrieval.store import sha256_file
@@ -75,8 +76,8 @@ class Method(ABC):
         return {"name": self.name, "kind": self.kind}
 
     @abstractmethod
-    def run(self, old: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, float | None]:
-        """(result RGB float (H, W, 3), model confidence or None)."""
+    def run(self, old: np.ndarray, refs: list[np.ndarray]) -> tuple[np.ndarray, float | None]:
+        """(result RGB float (H, W, 3), model confidence or None); ``refs``: best reference first."""
 
 
 class GreyInput(Method):
@@ -85,8 +86,18 @@ class GreyInput(Method):
     name = "input (grey)"
     label = "grey"
 
-    def run(self, old: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, float | None]:
+    def run(self, old: np.ndarray, refs: list[np.ndarray]) -> tuple[np.ndarray, float | None]:
         return grey_baseline(old), None
+
+
+class InputAsIs(Method):
+    """The old photo unchanged: the floor for colour inputs (faded prints), which keep their colour."""
+
+    name = "input (as is)"
+    label = "input"
+
+    def run(self, old: np.ndarray, refs: list[np.ndarray]) -> tuple[np.ndarray, float | None]:
+        return old, None
 
 
 class Classical(Method):
@@ -95,12 +106,13 @@ class Classical(Method):
     name = "classical (median+inpaint, Reinhard)"
     label = "classical"
 
-    def run(self, old: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, float | None]:
-        return classical_baseline(old, ref), None
+    def run(self, old: np.ndarray, refs: list[np.ndarray]) -> tuple[np.ndarray, float | None]:
+        return classical_baseline(old, refs[0]), None
 
 
 class ModelMethod(Method):
-    """A pikfix checkpoint run through the same pipeline as `pikfix fix`."""
+    """A pikfix checkpoint run through the same pipeline as `pikfix fix`: all references are
+    attended over together, and a photo with its own colour is restored, not recolorized."""
 
     kind = "model"
 
@@ -127,8 +139,10 @@ class ModelMethod(Method):
             "tile_overlap": self.pipe.tile_overlap,
         }
 
-    def run(self, old: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, float | None]:
-        result = self.pipe.fix(old, self.pipe.prepare_reference(ref))
+    def run(self, old: np.ndarray, refs: list[np.ndarray]) -> tuple[np.ndarray, float | None]:
+        if classify(old).has_own_colour:
+            return restore_own_colour(old, self.pipe.restore(old).l), None
+        result = self.pipe.fix(old, [self.pipe.prepare_reference(r) for r in refs])
         return result.rgb, result.confidence
 
 
@@ -188,7 +202,7 @@ def _current_peak_rss_mib() -> float:
     return peak_rss_mib()
 
 
-def _timed(method: Method, old: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, float | None, dict[str, Any]]:
+def _timed(method: Method, old: np.ndarray, refs: list[np.ndarray]) -> tuple[np.ndarray, float | None, dict[str, Any]]:
     """Run ``method`` and measure wall time, peak RSS and (on a GPU) peak CUDA memory."""
     cuda = method.device.type == "cuda"
     per_call = _reset_peak_rss()
@@ -196,7 +210,7 @@ def _timed(method: Method, old: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray
         torch.cuda.synchronize(method.device)
         torch.cuda.reset_peak_memory_stats(method.device)
     start = time.perf_counter()
-    rgb, confidence = method.run(old, ref)
+    rgb, confidence = method.run(old, refs)
     if cuda:
         torch.cuda.synchronize(method.device)
     seconds = time.perf_counter() - start
@@ -217,12 +231,14 @@ def _finite_or_str(value: float) -> float | str:
 
 
 def score(result: np.ndarray, truth: np.ndarray, lpips_metric: LPIPSMetric | None) -> dict[str, float | str | None]:
-    """PSNR, SSIM (8-bit RGB), LPIPS (None when unavailable) and colourfulness of the result."""
+    """PSNR, SSIM (8-bit RGB), LPIPS (None when unavailable), colourfulness of the result and
+    its mean chroma distance to the truth (delta ab in CIELAB units, colour alone)."""
     return {
         "psnr": _finite_or_str(psnr(result, truth)),
         "ssim": ssim(result, truth),
         "lpips": lpips_metric(result, truth) if lpips_metric is not None else None,
         "colorfulness": colorfulness(result),
+        "delta_ab": delta_ab(result, truth),
     }
 
 
@@ -351,17 +367,17 @@ def _run_sample(run: QualityRun, sample: Sample, lpips_metric: LPIPSMetric | Non
     run.from_cache += len(records)
     if info is None or len(records) < len(run.methods):
         loaded = load_sample(run.dataset, sample, warn)
-        ref, ref_name = run.references.load(sample, loaded)
+        refs, ref_name = run.references.load(sample, loaded)
         height, width = loaded.truth.shape[:2]
         info = {
             "image": sample.id, "truth": str(sample.truth), "old": str(sample.old) if sample.old else None,
             "width": width, "height": height, "megapixels": round(width * height / 1e6, 4),
             "reference": ref_name, "damage": loaded.ops, "colorfulness_truth": colorfulness(loaded.truth),
         }
-        cache.put("sample", sample.id, sample_key, info, dict(zip(_SAMPLE_THUMBS, (loaded.old, ref, loaded.truth))))
+        cache.put("sample", sample.id, sample_key, info, dict(zip(_SAMPLE_THUMBS, (loaded.old, refs[0], loaded.truth))))
         for method in run.methods:
             if method.slug not in records:
-                rgb, confidence, timing = _timed(method, loaded.old, ref)
+                rgb, confidence, timing = _timed(method, loaded.old, refs)
                 record = {"image": sample.id, "method": method.name, **score(rgb, loaded.truth, lpips_metric),
                           "confidence": confidence, **timing}
                 cache.put(method.slug, sample.id, keys[method.slug], record, {"": rgb})

@@ -8,11 +8,19 @@ softmax over reference positions.  The softmax rows warp the reference SPHist on
 grid; the best cosine per input position is the confidence the colorizer uses to know when
 the reference does not match.
 
-The similarity matrix has (H_i W_i) x (H'_i W'_i) entries, so it is evaluated in chunks of
-input rows sized by ``max_matrix_elements``: memory stays bounded at any working size.
+Several references (``pikfix fix --top-k``) are one pool: the positions of all K references
+are concatenated, so each input position attends over every reference at once and takes its
+colour from whichever matches it best (as MROPM argues).  Each reference is mean-centred on
+its own, so with K = 1 this is exactly eq. 2.
+
+The similarity matrix has (H_i W_i) x (sum_k H'_k,i W'_k,i) entries, so it is evaluated in
+chunks of input rows sized by ``max_matrix_elements``: memory stays bounded at any working
+size and any number of references.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,20 +58,26 @@ class SimilarityNet(nn.Module):
     def forward(
         self,
         grey: torch.Tensor,
-        ref_grey: torch.Tensor,
-        ref_hists: list[torch.Tensor],
+        ref_greys: Sequence[torch.Tensor],
+        ref_hists: Sequence[Sequence[torch.Tensor]],
         sizes: list[tuple[int, int]],
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Warp each reference histogram ``ref_hists[i]`` (B, K2, H'_i, W'_i) onto ``sizes[i]``.
+        """Warp the histograms of K references onto ``sizes``; reference k has ``ref_greys[k]``
+        (B, 1, H'_k, W'_k) and ``ref_hists[k][i]`` (B, K2, H'_k,i, W'_k,i) at scale i.
 
         Returns (warped histograms (B, K2, H_i, W_i), confidences (B, 1, H_i, W_i) in [-1, 1]).
         """
-        ref_sizes = [tuple(h.shape[-2:]) for h in ref_hists]
+        if not ref_greys or len(ref_greys) != len(ref_hists):
+            raise ValueError("give one or more references, each with its histograms")
         feats = self.embed(grey, sizes)
-        ref_feats = self.embed(ref_grey, ref_sizes)  # type: ignore[arg-type]
+        ref_feats = [
+            self.embed(g, [tuple(h.shape[-2:]) for h in hists])  # type: ignore[misc]
+            for g, hists in zip(ref_greys, ref_hists)
+        ]
         warped, confidence = [], []
-        for f, rf, hist in zip(feats, ref_feats, ref_hists):
-            w, c = warp(f, rf, hist, self.cfg.temperature, self.cfg.max_matrix_elements)
+        for i, f in enumerate(feats):
+            w, c = warp(f, [rf[i] for rf in ref_feats], [h[i] for h in ref_hists], self.cfg.temperature,
+                        self.cfg.max_matrix_elements)
             warped.append(w)
             confidence.append(c)
         return warped, confidence
@@ -87,13 +101,20 @@ def similarity_rows(query: torch.Tensor, ref: torch.Tensor, temperature: float) 
 
 
 def warp(
-    feat: torch.Tensor, ref_feat: torch.Tensor, ref_hist: torch.Tensor, temperature: float, max_elements: int
+    feat: torch.Tensor,
+    ref_feats: Sequence[torch.Tensor],
+    ref_hists: Sequence[torch.Tensor],
+    temperature: float,
+    max_elements: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax-weighted average of reference histograms for every input position, in chunks."""
+    """Softmax-weighted average of reference histograms for every input position, in chunks.
+
+    The positions of all references form one pool of R = sum_k H'_k W'_k keys.
+    """
     b, _, h, w = feat.shape
     query = _centre_normalise(feat)
-    ref = _centre_normalise(ref_feat)
-    hist = ref_hist.flatten(2).transpose(1, 2)  # (B, R, K2)
+    ref = torch.cat([_centre_normalise(rf) for rf in ref_feats], dim=1)  # (B, R, C)
+    hist = torch.cat([rh.flatten(2).transpose(1, 2) for rh in ref_hists], dim=1)  # (B, R, K2)
     rows = max(1, max_elements // max(1, ref.shape[1] * b))
     warped_chunks, conf_chunks = [], []
     for start in range(0, query.shape[1], rows):

@@ -179,7 +179,8 @@ class ReferenceStore:
         """Use ``ReferenceStore.open``; this only wires already verified parts together."""
         self.store_dir = store_dir
         self.features: str = manifest["features"]
-        self.refs_dir = Path(manifest["refs_dir"])
+        # A relative refs_dir (the store shipped inside pikfix) is relative to the store itself.
+        self.refs_dir = (store_dir / manifest["refs_dir"]).resolve()
         self.index_type: str = manifest["index_type"]
         self.blocks = manifest_blocks(manifest)
         self.weights: str = manifest.get("weights", "")

@@ -2,15 +2,20 @@
 
 Pik-Fix learns from synthetic pairs (paper 4.1): a random crop of a colour photo is the target,
 the same crop damaged by ``pikfix.training.degradation`` and turned grey is the input, and a colour
-reference is made in one of two ways, which the paper alternates:
+reference is one of three kinds, drawn per sample with ``DataConfig.ref_probabilities``:
 
 * same-image: another crop of the same photo at a different location (the location change is
   the translation), slightly rotated, scaled and maybe mirrored, with *mild* colour jitter;
-* other-image: a random crop of a different training photo.
+* retrieved: a crop of one of the photo's top-k neighbours among the *training* photos, found
+  with ``pikfix.retrieval`` exactly as `pikfix fix` finds references (never the photo itself):
+  the "similar but different" reference that the model meets at run time;
+* random: a random crop of a random other photo, so the model learns to distrust a poor match.
 
-The paper switches method once per epoch; here the method is drawn per sample instead, so every
-batch mixes both and no epoch trains on one kind alone. Colour jitter stays mild by default
-because references that are heavily hue-shifted teach the model to ignore good references.
+The paper alternates same-image and random references once per epoch (``reference_mode``
+"alternate" keeps that, per sample). Each item records its kind (``ref_kind``); validation scores
+every photo with every kind, so quality is reported per kind (``per_kind_metrics``). Colour
+jitter stays mild by default because references that are heavily hue-shifted teach the model to
+ignore good references.
 
 Every sample is a pure function of (seed, epoch, index): ``__getitem__`` seeds its own
 ``np.random.Generator`` from those three numbers. A resumed run therefore sees exactly the
@@ -41,9 +46,11 @@ from pikfix.config import reject_unknown_keys
 from pikfix.training.degradation import DegradationConfig, Window, degrade, to_grey
 from pikfix.imageio import ImageReadError, find_images, read_image, to_float
 
-REFERENCE_MODES = ("alternate", "same-image", "other-image")
+REFERENCE_MODES = ("mixed", "alternate", "same-image", "retrieved", "other-image")
 REF_SAME_IMAGE = 0  # value of ``ref_kind`` for a same-image reference
-REF_OTHER_IMAGE = 1  # value of ``ref_kind`` for an other-image reference
+REF_OTHER_IMAGE = 1  # value of ``ref_kind`` for a random other-image reference
+REF_RETRIEVED = 2  # value of ``ref_kind`` for a retrieved neighbour
+KIND_NAMES = {REF_SAME_IMAGE: "same-image", REF_OTHER_IMAGE: "random", REF_RETRIEVED: "retrieved"}
 
 # Decoded photos kept per dataset copy (one copy per DataLoader worker). A cached photo has its
 # shorter side at most max_short_side * crop, so this bounds memory to a few tens of MB.
@@ -91,7 +98,11 @@ class DataConfig:
     crop: int = 256  # side of the square training crop, px (paper: 256)
     val_fraction: float = 0.1  # share of photos held out for validation (at least 1 when >= 2 photos)
     min_images: int = 2  # fewer usable photos than this is an error
-    reference_mode: str = "alternate"  # "alternate" (drawn per sample), "same-image" or "other-image"
+    # "mixed" draws the kind per sample with ref_probabilities; "alternate" is the paper's
+    # same-image / random half and half; the others use one kind only ("other-image" = random).
+    reference_mode: str = "mixed"
+    ref_probabilities: tuple[float, float, float] = (0.4, 0.4, 0.2)  # same-image, retrieved, random
+    ref_neighbours: int = 5  # a retrieved reference is one of the photo's this many best matches
     # Same-image reference: mild colour jitter, then a small affine transform.
     ref_hue: float = 0.02  # hue shift up to +- this, in turns
     ref_saturation: tuple[float, float] = (0.8, 1.2)  # saturation factor range
@@ -115,6 +126,12 @@ class DataConfig:
         _require(_is_int(self.min_images) and self.min_images >= 1, "min_images", "an integer >= 1", self.min_images)
         modes = ", ".join(REFERENCE_MODES)
         _require(self.reference_mode in REFERENCE_MODES, "reference_mode", f"one of {modes}", self.reference_mode)
+        probs = self.ref_probabilities
+        probs_ok = isinstance(probs, tuple) and len(probs) == 3 and all(number_in(p, 0, 1) for p in probs)
+        _require(probs_ok and abs(sum(probs) - 1) < 1e-6, "ref_probabilities",
+                 "three probabilities [same-image, retrieved, random] summing to 1", probs)
+        _require(_is_int(self.ref_neighbours) and self.ref_neighbours >= 1, "ref_neighbours", "an integer >= 1",
+                 self.ref_neighbours)
         _require(number_in(self.ref_hue, 0, 0.5), "ref_hue", "a number in [0, 0.5]", self.ref_hue)
         _check_pair("ref_saturation", self.ref_saturation, positive=False)
         _check_pair("ref_brightness", self.ref_brightness, positive=True)
@@ -127,6 +144,17 @@ class DataConfig:
         _require(is_config, "degradation", "a DegradationConfig", self.degradation)
         probability = self.degrade_probability
         _require(number_in(probability, 0, 1), "degrade_probability", "a probability in [0, 1]", probability)
+
+    def kind_probabilities(self) -> dict[int, float]:
+        """Probability of each reference kind (``REF_*``) under ``reference_mode``."""
+        same, retrieved, random_other = {
+            "mixed": self.ref_probabilities,
+            "alternate": (0.5, 0.0, 0.5),
+            "same-image": (1.0, 0.0, 0.0),
+            "retrieved": (0.0, 1.0, 0.0),
+            "other-image": (0.0, 0.0, 1.0),
+        }[self.reference_mode]
+        return {REF_SAME_IMAGE: same, REF_RETRIEVED: retrieved, REF_OTHER_IMAGE: random_other}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (pairs become lists), e.g. for a checkpoint."""
@@ -268,28 +296,53 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
     ``input_l`` (1, C, C) normalised L of the damaged grey crop, ``target_l`` (1, C, C) and
     ``target_ab`` (2, C, C) the clean crop (L/50 - 1, ab/110), ``ref_l`` / ``ref_ab`` the
     reference likewise, ``mask`` (1, C, C) where local damage destroyed pixels, and
-    ``ref_kind`` (int64 scalar) ``REF_SAME_IMAGE`` or ``REF_OTHER_IMAGE``.
+    ``ref_kind`` (int64 scalar) ``REF_SAME_IMAGE``, ``REF_RETRIEVED`` or ``REF_OTHER_IMAGE``.
 
-    Training (``train=True``) crops at random and changes with ``set_epoch``. Validation crops
-    at the centre and ignores the epoch, so every epoch is scored on identical samples.
+    ``neighbours`` maps each photo to its retrieved candidates (``reference_neighbours``); it
+    is needed when retrieved references have a non-zero probability.
+
+    Training (``train=True``) crops at random, draws the reference kind per sample and changes
+    with ``set_epoch``. Validation crops at the centre, ignores the epoch and holds every photo
+    once per reference kind in use, so every epoch is scored on identical samples and each kind
+    on the same photos.
     """
 
-    def __init__(self, paths: Sequence[Path], config: DataConfig, seed: int, train: bool) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        config: DataConfig,
+        seed: int,
+        train: bool,
+        neighbours: Mapping[Path, Sequence[Path]] | None = None,
+    ) -> None:
         if not paths:
             raise DataError("no images to build a dataset from")
-        if config.reference_mode == "other-image" and len(paths) < 2:
-            raise DataError("reference_mode 'other-image' needs at least 2 images in the set")
+        self.probabilities = config.kind_probabilities()
+        if len(paths) == 1:  # a one-photo set can only use its own photo
+            self.probabilities = {**{k: 0.0 for k in self.probabilities}, REF_SAME_IMAGE: 1.0}
+            if config.reference_mode == "other-image":
+                raise DataError("reference_mode 'other-image' needs at least 2 images in the set")
+        if self.probabilities[REF_RETRIEVED] > 0:
+            if neighbours is None:
+                raise DataError("retrieved references need the photos' neighbours: pass "
+                                "neighbours=reference_neighbours(...) or set reference_mode / ref_probabilities")
+            lacking = [p for p in paths if not neighbours.get(p)]
+            if lacking:
+                raise DataError(f"{lacking[0]}: no retrieved neighbour to use as reference")
         _require(_is_int(seed) and seed >= 0, "seed", "a non-negative integer", seed)
         self.paths = list(paths)
+        self.neighbours = {p: list(v) for p, v in (neighbours or {}).items()}
         self.config = config
         self.seed = seed
         self.train = train
         self.epoch = 0
+        kinds = [k for k, prob in self.probabilities.items() if prob > 0]
+        self._val_items = [(i, kind) for i in range(len(self.paths)) for kind in kinds]
         self._cache: OrderedDict[Path, torch.Tensor] = OrderedDict()
         self._cache_size: int | None = _CACHE_SIZE  # None: keep every photo (``preload``)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.paths) if self.train else len(self._val_items)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the randomness of training epoch ``epoch`` (no effect on validation).
@@ -304,20 +357,25 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         epoch = self.epoch if self.train else 0
         rng = np.random.default_rng([self.seed, epoch, index])
         crop = self.config.crop
-        image = self._load(index)
+        photo = index if self.train else self._val_items[index][0]
+        image = self._load(self.paths[photo])
         if self.train:
             top, left = _random_position(image, crop, rng)
         else:
             top, left = (image.shape[1] - crop) // 2, (image.shape[2] - crop) // 2
         target = image[:, top : top + crop, left : left + crop]
 
-        kind = self._reference_kind(rng)
+        kind = self._reference_kind(rng) if self.train else self._val_items[index][1]
         if kind == REF_SAME_IMAGE:
             reference = self._same_image_reference(image, rng)
         else:
-            # Any other photo of the set, uniformly: draw among n - 1 and skip over ``index``.
-            partner = int(rng.integers(len(self.paths) - 1))
-            other = self._load(partner + (partner >= index))
+            if kind == REF_RETRIEVED:
+                candidates = self.neighbours[self.paths[photo]]
+                other = self._load(candidates[int(rng.integers(len(candidates)))])
+            else:
+                # Any other photo of the set, uniformly: draw among n - 1 and skip over ``photo``.
+                partner = int(rng.integers(len(self.paths) - 1))
+                other = self._load(self.paths[partner + (partner >= photo)])
             ref_top, ref_left = _random_position(other, crop, rng)
             reference = other[:, ref_top : ref_top + crop, ref_left : ref_left + crop]
 
@@ -343,13 +401,9 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         }
 
     def _reference_kind(self, rng: np.random.Generator) -> int:
-        """Which reference method this sample uses; a one-photo set can only use its own photo."""
-        mode = self.config.reference_mode
-        if mode == "same-image" or len(self.paths) == 1:
-            return REF_SAME_IMAGE
-        if mode == "other-image":
-            return REF_OTHER_IMAGE
-        return int(rng.integers(2))
+        """Which reference kind this training sample uses, drawn with the recorded probabilities."""
+        kinds = list(self.probabilities)
+        return kinds[int(rng.choice(len(kinds), p=[self.probabilities[k] for k in kinds]))]
 
     def _same_image_reference(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """Another crop of ``image``: new location, small rotation/zoom/mirror, mild colour jitter.
@@ -391,12 +445,11 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         if self._cache_size is None:
             return
         self._cache_size = None
-        for index in range(len(self.paths)):
-            self._load(index)
+        for path in self.paths:
+            self._load(path)
 
-    def _load(self, index: int) -> torch.Tensor:
-        """Photo ``index`` as float32 (3, H, W) in [0, 1], large photos downscaled; LRU-cached."""
-        path = self.paths[index]
+    def _load(self, path: Path) -> torch.Tensor:
+        """Photo ``path`` as float32 (3, H, W) in [0, 1], large photos downscaled; LRU-cached."""
         if path in self._cache:
             self._cache.move_to_end(path)
             return self._cache[path]
@@ -422,3 +475,55 @@ def _random_position(image: torch.Tensor, crop: int, rng: np.random.Generator) -
     top = int(rng.integers(image.shape[1] - crop + 1))
     left = int(rng.integers(image.shape[2] - crop + 1))
     return top, left
+
+
+# --------------------------------------------------------------------------- retrieved references
+
+
+def reference_neighbours(
+    queries: Sequence[Path], pool: Sequence[Path], store_dir: Path, k: int, device: str = "cpu"
+) -> dict[Path, list[Path]]:
+    """Each query photo's ``k`` best matches among ``pool``, never itself, by ``pikfix.retrieval``.
+
+    The pool (the *training* photos, also for validation queries) is indexed into ``store_dir``
+    through a folder of links, and only new or changed photos are embedded again, so a resumed
+    run reuses the store. Queries are searched with their grey lightness, as `pikfix fix` does.
+    """
+    from pikfix.color import luminance
+    from pikfix.retrieval import ReferenceStore, build_or_update
+
+    links = store_dir / "photos"
+    links.mkdir(parents=True, exist_ok=True)
+    by_name = {}
+    for i, path in enumerate(sorted(pool)):
+        link = links / f"{i:05d}-{path.name}"  # unique even when two folders hold the same name
+        try:
+            link.symlink_to(path.resolve())
+        except FileExistsError:  # a resumed run, or another DDP rank made it first
+            pass
+        by_name[link.name] = path
+    build_or_update(links, store_dir / "store", device=device)
+    store = ReferenceStore.open(store_dir / "store", device=device)
+    out: dict[Path, list[Path]] = {}
+    for query in queries:
+        grey = luminance(to_float(read_image(query).pixels))
+        matches = [by_name[m.path.name] for m in store.search(grey, k=k + 1) if m.path.name in by_name]
+        out[query] = [p for p in matches if p.resolve() != query.resolve()][:k]
+    return out
+
+
+def per_kind_metrics(kinds: Sequence[int], values: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean of each per-sample validation metric, per reference kind (named as in ``KIND_NAMES``).
+
+    ``kinds[i]`` is sample i's ``ref_kind`` and ``values[i]`` its metrics, e.g. {"psnr": ...};
+    every kind also gets ``n``, its number of samples.
+    """
+    if len(kinds) != len(values):
+        raise ValueError(f"{len(kinds)} kinds for {len(values)} samples")
+    grouped: dict[str, list[Mapping[str, float]]] = {}
+    for kind, row in zip(kinds, values):
+        grouped.setdefault(KIND_NAMES[int(kind)], []).append(row)
+    return {
+        name: {"n": float(len(rows)), **{m: sum(r[m] for r in rows) / len(rows) for m in rows[0]}}
+        for name, rows in grouped.items()
+    }

@@ -39,7 +39,7 @@ from pikfix.atomic import atomic_path
 from pikfix.checkpoint import save_checkpoint
 from pikfix.color import denormalize_ab, denormalize_l, lab_to_rgb
 from pikfix.config import ModelConfig, preset_config, reject_unknown_keys
-from pikfix.training.data import DataConfig, PairDataset, scan_folders, split
+from pikfix.training.data import REF_RETRIEVED, DataConfig, PairDataset, reference_neighbours, scan_folders, split
 from pikfix.training.losses import LossConfig, PatchDiscriminator, PikFixLoss, detector_loss, masked_l1
 from pikfix.metrics import psnr, ssim
 from pikfix.model import PikFix, PikFixOutput
@@ -386,8 +386,13 @@ class Trainer:
         state = self._check_run_dir(resume)
         paths, self.skipped = scan_folders([data_dirs] if isinstance(data_dirs, (str, Path)) else data_dirs, config.data)
         self.train_paths, self.val_paths = split(paths, config.data.val_fraction, config.seed)
-        self.train_set = PairDataset(self.train_paths, config.data, config.seed, train=True)
-        self.val_set = PairDataset(self.val_paths[: config.val_max_images], config.data, config.seed, train=False)
+        val_paths = self.val_paths[: config.val_max_images]
+        neighbours = None  # retrieved references: each photo's best training photos but itself
+        if config.data.kind_probabilities()[REF_RETRIEVED] > 0:
+            neighbours = reference_neighbours(self.train_paths + val_paths, self.train_paths,
+                                              self.run_dir / "neighbours", config.data.ref_neighbours)
+        self.train_set = PairDataset(self.train_paths, config.data, config.seed, train=True, neighbours=neighbours)
+        self.val_set = PairDataset(val_paths, config.data, config.seed, train=False, neighbours=neighbours)
         self.schedule = Schedule.build(config, len(self.train_paths), self.dist.world)
         self.steps_per_epoch = self.schedule.steps_per_epoch
         self.crops = _CropPlan(self.train_set, self.schedule.rounds)
