@@ -125,6 +125,8 @@ def fix(
         )
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from None
+    if (mask is not None or save_mask) and pipe.model.restoration.detector is None:
+        warn(f"{model_path.name} has no damage detector: --mask and --save-mask have no effect with it")
     show_progress = not (json_out and not sys.stderr.isatty())
     source = _reference_source(pipe, ref, refs, index, device, top_k, show_progress)
 
@@ -204,7 +206,8 @@ def _fix_one(
         rgb = imageio.to_float(image.pixels)
         restored = pipe.restore(rgb, mask=given)
         restored_l = restored.l
-        report.mask = str(user_mask) if user_mask is not None else ("detected" if restored.mask is not None else None)
+        if restored.mask is not None:
+            report.mask = str(user_mask) if user_mask is not None else "detected"
         verdict = classify(rgb)
         report.photo_kind = verdict.kind
         ref_panels: list[tuple[str, np.ndarray]] = []

@@ -384,3 +384,21 @@ def test_missing_mask_path_is_a_usage_error(tmp_path, model_path, ref):
     src = _photo(tmp_path / "old.png", (40, 30))
     res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "--mask", str(tmp_path / "nope.png"))
     assert res.exit_code == 2 and "nope.png" in res.output
+
+
+def test_a_model_without_detector_says_masks_have_no_effect(tmp_path, ref):
+    import dataclasses
+
+    from pikfix.config import preset_config
+    from pikfix.model import PikFix
+
+    config = preset_config("tiny")
+    config.restoration = dataclasses.replace(config.restoration, detector_width=0)  # the paper's net
+    model = tmp_path / "no-detector.safetensors"
+    save_checkpoint(PikFix(config), model)
+    src = _photo(tmp_path / "old.png", (40, 30))
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model), "-o", str(tmp_path / "out"), "--save-mask", "--json")
+    assert res.exit_code == 0, res.output
+    assert "has no damage detector" in res.stderr
+    assert json.loads(res.stdout)["files"][0]["mask"] is None
+    assert not (tmp_path / "out" / "old.mask.png").exists()
