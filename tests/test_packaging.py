@@ -31,7 +31,8 @@ def test_wheel_contains_the_model_and_finds_it(tmp_path):
     wheel = next(tmp_path.glob("pikfix-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert f"pikfix/models/{DEFAULT_MODEL_FILE}" in names
-    assert {"pikfix_cli/app.py", "pikfix/retrieval/store.py", "pikfix/nets/sphist.py"} <= set(names)
+    assert {"pikfix_cli/app.py", "pikfix/retrieval/store.py", "pikfix/nets/sphist.py", "pikfix/training/degradation/physical.py",
+            "pikfix/benchmark/restoration.py"} <= set(names)
     assert "pikfix/default_refs/store/manifest.json" in names and "pikfix/default_refs/CREDITS.md" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
