@@ -5,9 +5,9 @@ Restoration runs on the luminance, tile by tile, at full resolution up to ``rest
 at that size, where its defects look as in training; the repair is then put on the full-
 resolution L: inside the damage mask the repaired pixels replace the scan's, elsewhere only
 the repair's smooth corrections (tone, stains) are added, so fine detail and grain stay
-the scan's own. Colour is predicted at a bounded working size (the similarity matrices grow with the square of the pixel count) and
-the predicted chroma is upsampled onto the full-resolution restored luminance, as DDColor and
-DeOldify do.  Colour conversions run in row strips so that peak memory stays a small multiple
+the scan's own. Colour is predicted at a bounded working size (the similarity matrices grow
+with the square of the pixel count) and the predicted chroma is upsampled onto the
+full-resolution restored luminance, as DDColor and DeOldify do.  Colour conversions run in row strips so that peak memory stays a small multiple
 of the photo's own size even for 24+ megapixel scans.
 
 Example::
@@ -74,24 +74,30 @@ def _downscale(plane: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(t, size=size, mode="area")
 
 
-def _put_repair_on_full(l: np.ndarray, l_small: torch.Tensor, repaired: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _put_repair_on_full(
+    l: np.ndarray, l_small: torch.Tensor, repaired: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Full-res L (H, W) in [0, 100] + its repair at a smaller size (normalised L before and
-    after, and the mask) -> (repaired full-res L, full-res mask), in row strips.
+    after, and the mask; None for a net without one) -> (repaired full-res L, full-res mask),
+    in row strips.
 
     Inside the mask the upsampled repair replaces the scan's pixels (a defect's sharp edges
     at full resolution would survive adding a difference); outside it the difference is
     added, which carries the smooth corrections and keeps the scan's fine detail.
     """
     h, w = l.shape
-    out, out_mask = np.empty_like(l), np.empty((h, w), dtype=np.float32)
+    out = np.empty_like(l)
+    out_mask = None if mask is None else np.empty((h, w), dtype=np.float32)
     difference = (repaired - l_small) * 50.0
     for y0 in range(0, h, STRIP_ROWS):
         y1 = min(h, y0 + STRIP_ROWS)
-        m = _resample_rows(mask, h, w, y0, y1)[0, 0]
-        replaced = (_resample_rows(repaired, h, w, y0, y1)[0, 0] + 1.0) * 50.0
         added = torch.from_numpy(l[y0:y1]) + _resample_rows(difference, h, w, y0, y1)[0, 0]
-        out[y0:y1] = (m * replaced + (1 - m) * added).clamp(0.0, 100.0).numpy()
-        out_mask[y0:y1] = m.numpy()
+        if mask is not None:
+            m = _resample_rows(mask, h, w, y0, y1)[0, 0]
+            replaced = (_resample_rows(repaired, h, w, y0, y1)[0, 0] + 1.0) * 50.0
+            added = m * replaced + (1 - m) * added
+            out_mask[y0:y1] = m.numpy()
+        out[y0:y1] = added.clamp(0.0, 100.0).numpy()
     return out, out_mask
 
 
@@ -197,10 +203,8 @@ class FixPipeline:
         if size == (h, w):
             full_mask = None if used_mask is None else used_mask[0, 0].numpy()
             return Restored(((restored[0, 0] + 1.0) * 50.0).numpy(), full_mask)
-        if used_mask is None:  # no detector: the whole repair is a difference to add
-            used_mask = torch.zeros_like(restored)
-        full, full_mask = _put_repair_on_full(l, l_norm, restored, used_mask)
-        return Restored(full, full_mask)
+        # Without a detector (no mask) the whole repair is a difference to add.
+        return Restored(*_put_repair_on_full(l, l_norm, restored, used_mask))
 
     def colorize(self, restored_l: np.ndarray, reference: Reference | Sequence[Reference]) -> tuple[np.ndarray, float]:
         """Predict chroma at the working size and put it on the full-resolution L.

@@ -185,3 +185,19 @@ def test_restoration_stage_trains_only_restoration_and_resumes(tmp_path: Path) -
     more = RestorationTrainConfig(**{**cfg.__dict__, "steps": 3})
     train_restoration(photos[:2], photos[2:], out, more, base_model=base_path, resume=True, log=lambda s: None)
     assert load_checkpoint(ckpt)[1]["metadata"]["step"] == 3
+
+
+def test_a_net_without_detector_reports_no_mask_even_when_given_one() -> None:
+    """The paper's net takes no mask, so none was used: full size and working scale alike."""
+    import dataclasses
+
+    from pikfix.config import preset_config
+    from pikfix.model import PikFix
+
+    config = preset_config("tiny")
+    config.restoration = dataclasses.replace(config.restoration, detector_width=0)
+    l = _texture(90, 120) * 100
+    for restore_size in (2048, 64):
+        pipe = FixPipeline(PikFix(config).eval(), "cpu", tile=64, tile_overlap=16, restore_size=restore_size)
+        restored = pipe.restore_l(l, mask=np.ones((10, 10), dtype=np.float32))
+        assert restored.mask is None and restored.l.shape == l.shape

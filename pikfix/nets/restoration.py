@@ -121,8 +121,10 @@ class RestorationNet(nn.Module):
     def forward(self, l: torch.Tensor, mask: torch.Tensor | None = None) -> RestorationOutput:
         """``mask`` (B, 1, H, W), 1 = damaged, replaces the detector's as the repair's guide."""
         self._check_size(l)
-        logits = self.detector(l) if self.detector is not None else None
-        if mask is None and logits is not None:
+        if self.detector is None:  # the paper's net takes no mask: none was used
+            return RestorationOutput(self.repair(l, None), None, None)
+        logits = self.detector(l)
+        if mask is None:
             # Detached: the detector learns from the mask's cross-entropy alone, not from
             # whatever mask would make the repair's loss smallest.
             mask = torch.sigmoid(logits).detach()
