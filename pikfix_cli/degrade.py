@@ -117,7 +117,8 @@ def _resize_long_side(rgb: "np.ndarray", long_side: int) -> "np.ndarray":
     import numpy as np
     from PIL import Image
 
+    from pikfix.training.degradation.common import resize_channels
+
     h, w = rgb.shape[:2]
     size = (max(1, round(w * long_side / max(h, w))), max(1, round(h * long_side / max(h, w))))
-    planes = [Image.fromarray(np.ascontiguousarray(rgb[..., c])).resize(size, Image.Resampling.BICUBIC) for c in range(3)]
-    return np.clip(np.stack([np.asarray(p) for p in planes], axis=-1), 0.0, 1.0)
+    return np.clip(resize_channels(rgb, size, Image.Resampling.BICUBIC), 0.0, 1.0)

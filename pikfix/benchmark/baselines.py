@@ -129,26 +129,26 @@ def classical_restore(grey: np.ndarray, threshold: float = SCRATCH_THRESHOLD) ->
     are treated as missing and filled with a Gaussian-weighted mean of the valid pixels around
     them. Works in row strips with enough overlap that the result equals whole-image processing.
     """
-    x = torch.from_numpy(_as_grey(grey, "grey"))
+    out = _filter_strips(_as_grey(grey, "grey"), _HALO, lambda strip: _restore_strip(strip, threshold))
+    return np.clip(out, 0.0, 1.0)
+
+
+def _filter_strips(grey: np.ndarray, halo: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+    """Apply an (h, W) -> (h, W) filter strip by strip, each strip with ``halo`` rows of context
+    on both sides, so the result equals whole-image filtering for filters that reach that far."""
+    x = torch.from_numpy(grey)
     height = x.shape[0]
     out = np.empty(x.shape, dtype=np.float32)
     for r0 in range(0, height, STRIP_ROWS):
         r1 = min(r0 + STRIP_ROWS, height)
-        top, bottom = max(0, r0 - _HALO), min(height, r1 + _HALO)
-        restored = _restore_strip(x[top:bottom], threshold)
-        out[r0:r1] = restored[r0 - top : r1 - top].numpy()
-    return np.clip(out, 0.0, 1.0)
+        top, bottom = max(0, r0 - halo), min(height, r1 + halo)
+        out[r0:r1] = fn(x[top:bottom])[r0 - top : r1 - top].numpy()
+    return out
 
 
 def median3(grey: np.ndarray) -> np.ndarray:
     """3x3 median of a lightness image (H, W) in [0, 1]: the simplest classical restorer."""
-    x = torch.from_numpy(_as_grey(grey, "grey"))
-    out = np.empty(x.shape, dtype=np.float32)
-    for r0 in range(0, x.shape[0], STRIP_ROWS):
-        r1 = min(r0 + STRIP_ROWS, x.shape[0])
-        top, bottom = max(0, r0 - 1), min(x.shape[0], r1 + 1)
-        out[r0:r1] = _median(x[top:bottom], 1)[r0 - top : r1 - top].numpy()
-    return out
+    return _filter_strips(_as_grey(grey, "grey"), 1, lambda strip: _median(strip, 1))
 
 
 def _opening(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ whole scan would be, with the clean grey window as target and the drawn defects 
   for the rest, so it works with a user's mask and with the detector's alike;
 * ``clean_fraction`` of the samples are undamaged, so that a clean photo passes through.
 
-Every sample is a pure function of (seed, step, index), so a resumed run repeats exactly.
+Every sample is a pure function of (seed, sample index), so a resumed run repeats exactly.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pikfix.atomic import atomic_path, write_text_atomic

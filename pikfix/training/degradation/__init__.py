@@ -48,7 +48,7 @@ from pikfix.training.degradation.capture import (
     salt_and_pepper,
     speckle_noise,
 )
-from pikfix.training.degradation.common import Masked, Window, to_linear, to_srgb
+from pikfix.training.degradation.common import Masked, Window, resize_channels, to_linear, to_srgb
 from pikfix.training.degradation.config import DEFAULT_CONFIG, DEFECT_REFERENCE_SIZE, DegradationConfig
 from pikfix.training.degradation.physical import (
     add_crack_network,
@@ -191,6 +191,5 @@ def scan_crop(
     top, left = int(rng.integers(scan_h - crop + 1)), int(rng.integers(scan_w - crop + 1))
     fy, fx = scan_h / h, scan_w / w  # per axis: rounding makes them differ slightly
     box = (left / fx, top / fy, min(w, (left + crop) / fx), min(h, (top + crop) / fy))
-    planes = [Image.fromarray(np.ascontiguousarray(photo[..., c], dtype=np.float32)) for c in range(3)]
-    window = np.stack([np.asarray(p.resize((crop, crop), Image.Resampling.BICUBIC, box=box)) for p in planes], -1)
+    window = resize_channels(photo, (crop, crop), Image.Resampling.BICUBIC, box)
     return np.clip(window, 0.0, 1.0), Window(scan_h, scan_w, float(top), float(left))

@@ -104,10 +104,13 @@ def luma(img: np.ndarray) -> np.ndarray:
     return img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def resize_channels(img: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
-    """Resize each channel as a float ('F') Pillow image, so no 8-bit rounding is added."""
-    planes = [Image.fromarray(np.ascontiguousarray(img[..., c])) for c in range(img.shape[2])]
-    return np.stack([np.asarray(plane.resize(size, resample)) for plane in planes], axis=-1)
+def resize_channels(
+    img: np.ndarray, size: tuple[int, int], resample: Image.Resampling, box: tuple[float, float, float, float] | None = None
+) -> np.ndarray:
+    """Resize each channel (of region ``box`` when given) as a float ('F') Pillow image, so no
+    8-bit rounding is added."""
+    planes = [Image.fromarray(np.ascontiguousarray(img[..., c], dtype=np.float32)) for c in range(img.shape[2])]
+    return np.stack([np.asarray(plane.resize(size, resample, box=box)) for plane in planes], axis=-1)
 
 
 class Canvas:
