@@ -31,6 +31,9 @@ class RestorationConfig:
     scales: tuple[int, ...] = (1, 4, 8)  # input scale of each level (full, 1/4, 1/8)
     detector_width: int = 0  # width of the damage detector (mask head); 0: none, the paper's net
     unshuffle: int = 1  # the finest level works on r x r pixel blocks (1: at full resolution, as the paper)
+    detector_tophat: int = 0  # > 0: the detector also sees L's top-hats with this square (px, odd)
+    detector_threshold: float = 0.0  # > 0: the detector's mask is its probability above this, grown 1 px; 0: soft
+    tone_width: int = 0  # hidden width of the whole-photo tone head (pikfix.nets.tone); 0: none
 
 
 @dataclass
@@ -94,12 +97,12 @@ def _sub(kind: type, data: dict[str, Any], section: str) -> Any:
 
 def _paper() -> ModelConfig:
     """Close to the paper's sizes (DenseNet 6/12/24/16 encoder, 256 bins), plus the damage
-    detector. The paper's ImageNet ResNet34 installs nowhere offline, so the similarity sub-net
+    detector and the tone head. The paper's ImageNet ResNet34 installs nowhere offline, so the similarity sub-net
     uses ImageNet VGG19 (Oxford's, ``make weights``), the correspondence features of He et al.
     (2018), frozen."""
     return ModelConfig(
         preset="paper",
-        restoration=RestorationConfig(detector_width=32),
+        restoration=RestorationConfig(detector_width=32, tone_width=64),
         similarity=SimilarityConfig(backbone="vgg19", backbone_weights="imagenet"),
     )
 
@@ -109,7 +112,9 @@ def _lite() -> ModelConfig:
     (it warped references better than VGG19 at a sixth of the time: benchmarks/warp_backbones.py)."""
     return ModelConfig(
         preset="lite",
-        restoration=RestorationConfig(channels=32, growth=16, blocks=2, units=3, detector_width=16, unshuffle=2),
+        restoration=RestorationConfig(
+            channels=32, growth=16, blocks=2, units=3, detector_width=32, detector_tophat=17, unshuffle=2, tone_width=64
+        ),
         similarity=SimilarityConfig(
             backbone="efficientnet_lite0", backbone_weights="imagenet", channels=32, temperature=0.05
         ),
@@ -124,7 +129,7 @@ def _tiny() -> ModelConfig:
     """For tests and smoke runs only: smallest widths, a from-scratch backbone, no downloads."""
     return ModelConfig(
         preset="tiny",
-        restoration=RestorationConfig(channels=8, growth=4, blocks=1, units=2, detector_width=4),
+        restoration=RestorationConfig(channels=8, growth=4, blocks=1, units=2, detector_width=4, tone_width=8),
         similarity=SimilarityConfig(backbone="convnet", backbone_widths=(8, 12, 16, 16), channels=8),
         colorization=ColorizationConfig(
             stem=8, growth=4, bottleneck=2, block_units=(1, 1, 1, 1), widths=(8, 12, 16, 16),

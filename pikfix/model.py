@@ -65,6 +65,12 @@ class PikFix(nn.Module):
         padded_mask = None if mask is None else pad_to_multiple(mask, multiple)
         return self.restoration(pad_to_multiple(l, multiple), padded_mask).crop(h, w)
 
+    def tone_curve(self, l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Knots (xs, ys) of the tone curve for normalised L (1, 1, H, W), the whole photo seen
+        at once (None without a tone head); ``pikfix.nets.tone.apply_curve`` applies them."""
+        tone = self.restoration.tone
+        return None if tone is None else tone.curve_for(l)
+
     def reference_histograms(self, ref_ab: torch.Tensor) -> list[torch.Tensor]:
         """SPHist of the reference chroma at the four fusion scales; ``ref_ab`` is padded to 32."""
         stride = self.config.colorization.hist_stride

@@ -1,6 +1,7 @@
 """The inference pipeline shared by `pikfix fix`, the benchmark and the Python API.
 
-Restoration runs on the luminance, tile by tile, at full resolution up to ``restore_size``
+Restoration runs on the luminance: first the tone head (when the model has one) restores the
+whole photo's tone curve, then the repair runs tile by tile, at full resolution up to ``restore_size``
 (2048 px long side by default, the scan sizes it was trained on). A larger scan is repaired
 at that size, where its defects look as in training; the repair is then put on the full-
 resolution L: inside the damage mask the repaired pixels replace the scan's, elsewhere only
@@ -31,6 +32,7 @@ from pikfix.checkpoint import load_checkpoint
 from pikfix.color import STRIP_ROWS, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, rgb_to_lab
 from pikfix.device import resolve_device
 from pikfix.model import PikFix
+from pikfix.nets.tone import FEATURE_SIDE, apply_curve_numpy
 from pikfix.tiling import restore_tiled
 
 def working_size(h: int, w: int, limit: int) -> tuple[int, int]:
@@ -139,7 +141,10 @@ class FixPipeline:
         tile: int = 512,
         tile_overlap: int = 48,
         restore_size: int = 2048,
+        keep_tone: bool = False,
     ) -> None:
+        """``keep_tone`` skips the tone head: for a photo whose low contrast is its own (fog, a
+        bright beach), which the head cannot tell from fading."""
         if work_size < 32:
             raise ValueError("work_size must be at least 32 pixels")
         if restore_size < 64:
@@ -151,9 +156,10 @@ class FixPipeline:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.restore_size = restore_size
+        self.keep_tone = keep_tone
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs: int) -> "FixPipeline":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs: int | bool) -> "FixPipeline":
         """Load a checkpoint (see ``pikfix.checkpoint``) and wrap it."""
         dev = resolve_device(device)
         model, _ = load_checkpoint(path, device=dev)
@@ -182,13 +188,19 @@ class FixPipeline:
         ``mask`` (any size, values in [0, 1], 1 = damaged) replaces the detector's: the net
         repairs those pixels. Scans larger than ``restore_size`` are repaired at that size.
         """
-        return self.restore_l(luminance(rgb), progress, mask)
+        # The L is ours: the tone curve may overwrite it (one full-size array fewer at 24 MP).
+        return self.restore_l(luminance(rgb), progress, mask, _own_l=True)
 
     def restore_l(
-        self, l: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None
+        self,
+        l: np.ndarray,
+        progress: Callable[[int, int], None] | None = None,
+        mask: np.ndarray | None = None,
+        _own_l: bool = False,
     ) -> Restored:
-        """``restore`` for a photo given as its Lab L (H, W) in [0, 100]."""
+        """``restore`` for a photo given as its Lab L (H, W) in [0, 100] (left unchanged)."""
         h, w = l.shape
+        l = self._restore_tone(l, in_place=_own_l)
         size = working_size(h, w, self.restore_size)
         l_in = torch.from_numpy(l).view(1, 1, h, w) if size == (h, w) else _downscale(l, size)
         given = None
@@ -205,6 +217,16 @@ class FixPipeline:
             return Restored(((restored[0, 0] + 1.0) * 50.0).numpy(), full_mask)
         # Without a detector (no mask) the whole repair is a difference to add.
         return Restored(*_put_repair_on_full(l, l_norm, restored, used_mask))
+
+    def _restore_tone(self, l: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """The tone head's whole-photo curve on full-resolution L (unchanged without a head or
+        with ``keep_tone``)."""
+        if self.keep_tone:
+            return l
+        small = _downscale(l, working_size(*l.shape, FEATURE_SIDE))  # no full-size copy
+        with torch.no_grad():
+            knots = self.model.tone_curve(normalize_l(small))
+        return l if knots is None else apply_curve_numpy(l, *knots, out=l if in_place else None)
 
     def colorize(self, restored_l: np.ndarray, reference: Reference | Sequence[Reference]) -> tuple[np.ndarray, float]:
         """Predict chroma at the working size and put it on the full-resolution L.

@@ -87,6 +87,9 @@ def fix(
     restore_size: int = typer.Option(
         2048, "--restore-size", help="Longest side (px) at which damage is repaired; larger scans are repaired at this size."
     ),
+    keep_tone: bool = typer.Option(
+        False, "--keep-tone", help="Keep each photo's tone curve (no fading correction): for photos low in contrast by nature."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout (for scripts)."),
 ) -> None:
     """Restore damaged old photos and colorize them from colour references.
@@ -121,10 +124,13 @@ def fix(
         raise fail(f"{out}: cannot create output folder ({err.strerror or err})") from None
     try:
         pipe = FixPipeline.from_checkpoint(
-            model_path, device, work_size=work_size, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size
+            model_path, device, work_size=work_size, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size,
+            keep_tone=keep_tone,
         )
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from None
+    if keep_tone and pipe.model.restoration.tone is None:
+        warn(f"{model_path.name} has no tone head: --keep-tone has no effect with it")
     if (mask is not None or save_mask) and pipe.model.restoration.detector is None:
         warn(f"{model_path.name} has no damage detector: --mask and --save-mask have no effect with it")
     show_progress = not (json_out and not sys.stderr.isatty())

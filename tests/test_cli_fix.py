@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -402,3 +403,28 @@ def test_a_model_without_detector_says_masks_have_no_effect(tmp_path, ref):
     assert "has no damage detector" in res.stderr
     assert json.loads(res.stdout)["files"][0]["mask"] is None
     assert not (tmp_path / "out" / "old.mask.png").exists()
+
+
+def test_keep_tone_keeps_the_tone_and_warns_for_a_model_without_a_tone_head(tmp_path, ref):
+    import dataclasses
+
+    from pikfix.config import preset_config
+    from pikfix.model import PikFix
+
+    src = _photo(tmp_path / "old.png", (40, 30))
+    toned = PikFix(preset_config("tiny"))
+    torch.nn.init.constant_(toned.restoration.tone.mlp[-1].bias, 0.3)  # a strong brightening curve
+    with_head = tmp_path / "tone.safetensors"
+    save_checkpoint(toned, with_head)
+    results = {}
+    for name, extra in (("toned", []), ("kept", ["--keep-tone"])):
+        res = _fix(str(src), "--ref", str(ref), "--model", str(with_head), "-o", str(tmp_path / name), *extra)
+        assert res.exit_code == 0, res.output
+        results[name] = np.asarray(Image.open(tmp_path / name / "old.png").convert("L"), dtype=np.float32)
+    assert results["toned"].mean() > results["kept"].mean() + 5
+    config = preset_config("tiny")
+    config.restoration = dataclasses.replace(config.restoration, tone_width=0)
+    without = tmp_path / "no-tone.safetensors"
+    save_checkpoint(PikFix(config), without)
+    res = _fix(str(src), "--ref", str(ref), "--model", str(without), "-o", str(tmp_path / "n"), "--keep-tone")
+    assert res.exit_code == 0 and "has no tone head" in res.stderr

@@ -201,3 +201,65 @@ def test_a_net_without_detector_reports_no_mask_even_when_given_one() -> None:
         pipe = FixPipeline(PikFix(config).eval(), "cpu", tile=64, tile_overlap=16, restore_size=restore_size)
         restored = pipe.restore_l(l, mask=np.ones((10, 10), dtype=np.float32))
         assert restored.mask is None and restored.l.shape == l.shape
+
+
+def test_detector_only_training_changes_only_a_fresh_detector_and_reports_detection(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos", 3)
+    base = build_model("tiny")
+    base_path = tmp_path / "base.safetensors"
+    save_checkpoint(base, base_path)
+    cfg = RestorationTrainConfig(crop=32, batch_size=2, steps=2, val_every=2, workers=0, scan_long_side=(80, 160),
+                                 detector_only=True, pos_weight=2.0, lr=1e-2)
+    ckpt = train_restoration(photos[:2], photos[2:], tmp_path / "run", cfg, base_model=base_path,
+                             detector_width=6, log=lambda s: None)
+    trained, header = load_checkpoint(ckpt)
+    assert trained.config.restoration.detector_width == 6
+    before, after = base.state_dict(), trained.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("restoration.detector."))
+    val = header["metadata"]["val"]
+    assert 0.0 <= val["recall@0.5"] <= 1.0 and 0.0 <= val["clean_flagged@0.9"] <= val["clean_flagged@0.5"] <= 1.0
+
+
+def test_a_detector_threshold_gives_a_sure_mask_grown_by_a_pixel() -> None:
+    import dataclasses
+
+    from pikfix.config import preset_config
+    from pikfix.model import PikFix
+
+    config = preset_config("tiny")
+    config.restoration = dataclasses.replace(config.restoration, detector_threshold=0.8)
+    net = PikFix(config).restoration
+    logits = torch.full((1, 1, 16, 16), -5.0)
+    logits[0, 0, 8, 3:12] = 3.0  # p = 0.95 on one row
+    logits[0, 0, 2, 2] = 1.0  # p = 0.73: below the threshold
+    mask = net.detector_mask(logits)
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    assert mask[0, 0, 7:10, 3:12].min() == 1.0 and mask[0, 0, 2, 2] == 0.0 and mask[0, 0, :6].max() == 0.0
+    soft = PikFix(preset_config("tiny")).restoration.detector_mask(logits)
+    assert torch.allclose(soft, torch.sigmoid(logits))
+
+
+def test_composed_model_takes_restoration_from_one_and_colour_from_the_other() -> None:
+    from pikfix.training.restoration import fresh_detector, with_restoration
+
+    colour, restoration = build_model("tiny"), fresh_detector(build_model("tiny"), 6)
+    composed = with_restoration(colour, restoration, detector_threshold=0.7)
+    assert composed.config.restoration.detector_width == 6 and composed.restoration.detector_threshold == 0.7
+    for key, value in composed.state_dict().items():
+        source = restoration if key.startswith("restoration.") else colour
+        assert torch.equal(value, source.state_dict()[key]), key
+
+
+def test_tophats_find_thin_lines_and_the_detector_sees_them() -> None:
+    from pikfix.nets.restoration import DamageDetector, tophats
+
+    x = torch.full((1, 1, 40, 40), 0.5)
+    x[0, 0, :, 20:23] = 0.9  # a 3 px bright line
+    x[0, 0, 5:8, 5:8] = 0.1  # a dark speck
+    x[0, 0, 25:, :12] = 0.2  # a wide dark area: not thin, not a defect
+    th = tophats(x, 7)
+    assert th.shape == (1, 2, 40, 40) and float(th.min()) >= -1e-6
+    assert torch.allclose(th[0, 0, :, 20:23], torch.tensor(0.4)) and float(th[0, 0, :, :15].max()) < 1e-6
+    assert torch.allclose(th[0, 1, 5:8, 5:8], torch.tensor(0.4)) and float(th[0, 1, 25:, 2:10].max()) < 1e-6
+    detector = DamageDetector(4, tophat=7)
+    assert detector.body[0].in_channels == 3 and detector(x).shape == (1, 1, 40, 40)

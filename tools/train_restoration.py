@@ -43,6 +43,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--clean-fraction", type=float, default=0.15)
     parser.add_argument("--detector-weight", type=float, default=0.2)
+    parser.add_argument("--pos-weight", type=float, default=4.0, help="cross-entropy weight of damaged pixels")
+    parser.add_argument("--detector-only", action="store_true", help="train the damage detector alone")
+    parser.add_argument("--detector-width", type=int, default=None, help="start with a fresh detector this wide")
+    parser.add_argument("--detector-tophat", type=int, default=0, help="the fresh detector also sees top-hats of this size (px)")
     parser.add_argument("--degradation", type=Path, default=None, help="JSON file of DegradationConfig keys")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--export", type=Path, default=None, help="write the run's last checkpoint as float16 here")
@@ -60,8 +64,12 @@ def main() -> None:
     config = RestorationTrainConfig(
         steps=args.steps, batch_size=args.batch_size, crop=args.crop, workers=args.workers, val_every=args.val_every,
         lr=args.lr, clean_fraction=args.clean_fraction, detector_weight=args.detector_weight, degradation=damage,
+        pos_weight=args.pos_weight, detector_only=args.detector_only,
     )
-    train_restoration(train, val, args.out, config, base_model=args.base, resume=args.resume, time_limit=args.time_limit)
+    train_restoration(
+        train, val, args.out, config, base_model=args.base, resume=args.resume, time_limit=args.time_limit,
+        detector_width=args.detector_width, detector_tophat=args.detector_tophat,
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from pikfix.color import lab_to_rgb, rgb_to_lab
+from pikfix.nets.restoration import tophats
 
 # Rows per strip for the per-pixel colour conversions and the restoration filters.
 STRIP_ROWS = 256
@@ -151,13 +152,6 @@ def median3(grey: np.ndarray) -> np.ndarray:
     return _filter_strips(_as_grey(grey, "grey"), 1, lambda strip: _median(strip, 1))
 
 
-def _opening(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Grey-scale opening (erosion, then dilation) of (1, 1, H, W) with a size x size square."""
-    pad = size // 2
-    eroded = -F.max_pool2d(F.pad(-x, (pad,) * 4, mode="replicate"), size, stride=1)
-    return F.max_pool2d(F.pad(eroded, (pad,) * 4, mode="replicate"), size, stride=1)
-
-
 def _push_pull_fill(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Fill the invalid pixels of (1, 1, H, W) by diffusion from the valid ones: a push-pull
     pyramid (mean of valid pixels at coarser and coarser scales, then back down), refined by a
@@ -187,9 +181,7 @@ def tophat_inpaint(grey: np.ndarray, max_width: float | None = None, threshold: 
     x = torch.from_numpy(_as_grey(grey, "grey"))[None, None]
     width = max_width if max_width is not None else max(3.0, 16.0 * max(x.shape[-2:]) / 2048)
     size = 2 * math.ceil(width / 2) + 1
-    white = x - _opening(x, size)
-    black = -_opening(-x, size) - x
-    defect = torch.maximum(white, black) > threshold
+    defect = tophats(x, size).amax(dim=1, keepdim=True) > threshold
     defect = F.max_pool2d(defect.float(), 3, stride=1, padding=1) > 0
     filled = _push_pull_fill(x, (~defect).float())
     return filled[0, 0].clamp(0.0, 1.0).numpy()

@@ -25,6 +25,7 @@ from torch import nn
 
 from pikfix.config import RestorationConfig
 from pikfix.nets.blocks import ResidualDenseBlock
+from pikfix.nets.tone import ToneHead
 
 
 class RDNLevel(nn.Module):
@@ -47,27 +48,52 @@ class RDNLevel(nn.Module):
         return shallow + self.global_fuse(torch.cat(outs, dim=1))
 
 
+def _max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """size x size maximum of (B, C, H, W), borders replicated: a row pass, then a column pass."""
+    pad = size // 2
+    x = F.max_pool2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), (1, size), stride=1)
+    return F.max_pool2d(F.pad(x, (0, 0, pad, pad), mode="replicate"), (size, 1), stride=1)
+
+
+def opening(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey-scale opening (erosion, then dilation) of (B, C, H, W) with a size x size square:
+    removes bright structures narrower than ``size``."""
+    return _max_filter(-_max_filter(-x, size), size)
+
+
+def tophats(x: torch.Tensor, size: int) -> torch.Tensor:
+    """White and black top-hats of (B, 1, H, W): the bright and the dark structures narrower
+    than ``size`` (scratches, cracks, dust), as (B, 2, H, W)."""
+    return torch.cat([x - opening(x, size), -opening(-x, size) - x], dim=1)
+
+
 class DamageDetector(nn.Module):
     """Mask head: logits (B, 1, H, W) of "this pixel's content was destroyed".
 
     Works at half resolution with dilated convolutions (a receptive field of about 70 px, wider
     than the widest crack it is trained on), then sharpens the mask at full resolution with the
-    image itself; cheap next to the restoration levels.
+    image itself; cheap next to the restoration levels. With ``tophat`` (px, odd) it also sees
+    the white and black top-hats of L: thin bright and dark lines and specks stand out in them
+    whatever their surroundings, so the convolutions only have to tell defects from the
+    photo's own fine structures.
     """
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, tophat: int = 0) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+        self.tophat = tophat
+        inputs = 3 if tophat else 1
+        layers: list[nn.Module] = [nn.Conv2d(inputs, width, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
         for dilation in (1, 2, 4, 8, 1):
             layers += [nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.Conv2d(width + 1, width, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(width, 1, 1)
+            nn.Conv2d(width + inputs, width, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(width, 1, 1)
         )
 
     def forward(self, l: torch.Tensor) -> torch.Tensor:
-        coarse = F.interpolate(self.body(l), size=l.shape[-2:], mode="bilinear", align_corners=False)
-        return self.head(torch.cat([coarse, l], dim=1))
+        x = torch.cat([l, tophats(l, self.tophat)], dim=1) if self.tophat else l
+        coarse = F.interpolate(self.body(x), size=l.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(torch.cat([coarse, x], dim=1))
 
 
 @dataclass
@@ -97,7 +123,10 @@ class RestorationNet(nn.Module):
         super().__init__()
         self.scales = tuple(cfg.scales)
         self.unshuffle = cfg.unshuffle
-        self.detector = DamageDetector(cfg.detector_width) if cfg.detector_width > 0 else None
+        self.detector = DamageDetector(cfg.detector_width, cfg.detector_tophat) if cfg.detector_width > 0 else None
+        self.detector_threshold = cfg.detector_threshold
+        # Applied by the caller to the whole photo before tiling (it needs the whole histogram).
+        self.tone = ToneHead(cfg.tone_width) if cfg.tone_width > 0 else None
         in_channels = 2 if self.detector is not None else 1
         # The finest level sees r x r blocks of pixels as channels (pixel unshuffle), so every
         # level and the fusion run at 1/r resolution: r^2 times cheaper, no detail lost.
@@ -125,10 +154,18 @@ class RestorationNet(nn.Module):
             return RestorationOutput(self.repair(l, None), None, None)
         logits = self.detector(l)
         if mask is None:
-            # Detached: the detector learns from the mask's cross-entropy alone, not from
-            # whatever mask would make the repair's loss smallest.
-            mask = torch.sigmoid(logits).detach()
+            mask = self.detector_mask(logits)
         return RestorationOutput(self.repair(l, mask), logits, mask)
+
+    def detector_mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """The mask the repair follows: the detector's probabilities, or, with a threshold, the
+        pixels above it grown by 1 px (a sure mask, as a user's; an unsure detector's soft mask
+        would make the repair replace clean texture). Detached: the detector learns from the
+        mask's cross-entropy alone, not from whatever mask would make the repair's loss smallest."""
+        p = torch.sigmoid(logits).detach()
+        if self.detector_threshold <= 0:
+            return p
+        return F.max_pool2d((p > self.detector_threshold).to(p.dtype), 3, stride=1, padding=1)
 
     def _check_size(self, l: torch.Tensor) -> None:
         h, w = l.shape[-2:]

@@ -103,9 +103,9 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | Non
     return ((pred - target).abs() * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
-def detector_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def detector_loss(logits: torch.Tensor, mask: torch.Tensor, pos_weight: float = DETECTOR_POS_WEIGHT) -> torch.Tensor:
     """Binary cross-entropy of the damage detector's logits against the synthetic mask."""
-    pos_weight = torch.tensor(DETECTOR_POS_WEIGHT, device=logits.device, dtype=logits.dtype)
+    pos_weight = torch.tensor(pos_weight, device=logits.device, dtype=logits.dtype)
     return F.binary_cross_entropy_with_logits(logits, mask.to(logits.dtype), pos_weight=pos_weight)
 
 

@@ -10,7 +10,9 @@ whole scan would be, with the clean grey window as target and the drawn defects 
   binary cross-entropy against the mask;
 * the repair sees the true mask for half the samples and the detector's own (detached) mask
   for the rest, so it works with a user's mask and with the detector's alike;
-* ``clean_fraction`` of the samples are undamaged, so that a clean photo passes through.
+* ``clean_fraction`` of the samples are undamaged, so that a clean photo passes through;
+* ``detector_only`` trains the detector alone, on its cross-entropy: several times cheaper a
+  step, and the repair, which already follows a true mask well, keeps its weights.
 
 Every sample is a pure function of (seed, sample index), so a resumed run repeats exactly.
 """
@@ -52,6 +54,8 @@ class RestorationTrainConfig:
     lr_min: float = 1e-5  # cosine decay from lr to lr_min over ``steps``
     mask_weight: float = 4.0  # extra L1 weight inside the damage mask
     detector_weight: float = 0.2  # weight of the detector's cross-entropy
+    pos_weight: float = 4.0  # the cross-entropy's weight on damaged pixels (they are rare)
+    detector_only: bool = False  # train the damage detector alone (the repair is not run)
     teacher_mask: float = 0.5  # share of samples repaired with the true mask instead of the detector's
     clean_fraction: float = 0.15  # share of undamaged samples (identity targets)
     scan_long_side: tuple[float, float] = SCAN_LONG_SIDE
@@ -61,10 +65,15 @@ class RestorationTrainConfig:
     degradation: DegradationConfig = dataclasses.field(default_factory=DegradationConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["degradation"] = self.degradation.to_dict()
-        out["scan_long_side"] = list(self.scan_long_side)
-        return out
+        return config_dict(self)
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A training config with a ``degradation`` and a ``scan_long_side`` as plain JSON data."""
+    out = dataclasses.asdict(config)
+    out["degradation"] = config.degradation.to_dict()
+    out["scan_long_side"] = list(config.scan_long_side)
+    return out
 
 
 class ScanWindowDataset(Dataset[dict[str, torch.Tensor]]):
@@ -110,21 +119,29 @@ def restoration_loss(
     terms = {"l1": l1.item()}
     total = l1
     if out.mask_logits is not None:
-        bce = detector_loss(out.mask_logits, mask)
+        bce = detector_loss(out.mask_logits, mask, cfg.pos_weight)
         terms["bce"] = bce.item()
         total = total + cfg.detector_weight * bce
     return total, terms
 
 
+def rebuilt(base: PikFix, fresh: str, **restoration: Any) -> PikFix:
+    """A copy of ``base`` with restoration config fields changed: the weights whose names
+    start with ``fresh`` are new (untrained), all others are ``base``'s."""
+    config = ModelConfig.from_dict(
+        {**base.config.to_dict(), "restoration": {**dataclasses.asdict(base.config.restoration), **restoration}}
+    )
+    model = PikFix(config)
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith(fresh)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith(fresh) for k in missing)
+    return model
+
+
 def with_detector(base: PikFix, restoration: RestorationConfig) -> PikFix:
     """A copy of ``base`` whose restoration sub-net is a fresh one built from ``restoration``
     (e.g. with a damage detector); the similarity and colorization weights are kept."""
-    config = ModelConfig.from_dict({**base.config.to_dict(), "restoration": dataclasses.asdict(restoration)})
-    model = PikFix(config)
-    state = {k: v for k, v in base.state_dict().items() if not k.startswith("restoration.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.startswith("restoration.") for k in missing)
-    return model
+    return rebuilt(base, "restoration.", **dataclasses.asdict(restoration))
 
 
 def _teacher_forced(
@@ -137,8 +154,29 @@ def _teacher_forced(
         return net(l)
     logits = net.detector(l)
     teacher = torch.rand(len(l), 1, 1, 1, generator=generator) < share
-    guide = torch.where(teacher, true_mask, torch.sigmoid(logits).detach())
+    guide = torch.where(teacher, true_mask, net.detector_mask(logits))
     return RestorationOutput(net.repair(l, guide), logits, guide)
+
+
+def with_restoration(base: PikFix, source: PikFix, **changes: Any) -> PikFix:
+    """A copy of ``base`` (its similarity and colorization weights) whose restoration sub-net,
+    config and weights, is ``source``'s; ``changes`` set restoration config fields that hold no
+    weights (e.g. ``detector_threshold``). Restoration is trained on its own, then composed."""
+    restoration = {**dataclasses.asdict(source.config.restoration), **changes}
+    model = PikFix(ModelConfig.from_dict({**base.config.to_dict(), "restoration": restoration}))
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("restoration.")}
+    state |= {k: v for k, v in source.state_dict().items() if k.startswith("restoration.")}
+    model.load_state_dict(state)
+    return model
+
+
+def fresh_detector(base: PikFix, width: int, tophat: int = 0) -> PikFix:
+    """A copy of ``base`` with a new, untrained damage detector of ``width`` (seeing L's
+    top-hats with a ``tophat`` px square, if > 0); all other weights kept."""
+    return rebuilt(base, "restoration.detector.", detector_width=width, detector_tophat=tophat)
+
+
+DETECTION_THRESHOLDS = (0.5, 0.7, 0.9)
 
 
 def _cosine_lr(cfg: RestorationTrainConfig, step: int) -> float:
@@ -148,19 +186,30 @@ def _cosine_lr(cfg: RestorationTrainConfig, step: int) -> float:
 
 def evaluate(model: PikFix, loader: DataLoader) -> dict[str, float]:
     """On the fixed validation set: PSNR of L (from the pooled MSE) on damaged samples, for the
-    input and the output, the mean L1 inside the damage mask, and the PSNR of clean samples
-    after restoration (pass-through: how much a clean photo is changed)."""
+    input and the output, the mean L1 inside the damage mask, the PSNR of clean samples
+    after restoration (pass-through: how much a clean photo is changed) and, with a detector,
+    at each of ``DETECTION_THRESHOLDS`` the share of damaged pixels found and of clean samples'
+    pixels flagged (to choose the detector's threshold)."""
     model.eval()
     sq = {"psnr": 0.0, "input_psnr": 0.0, "clean_psnr": 0.0}
     counts = {"psnr": 0, "input_psnr": 0, "clean_psnr": 0}
     mask_err, mask_pixels = 0.0, 0.0
+    detection = {f"recall@{t}": 0.0 for t in DETECTION_THRESHOLDS} | {f"clean_flagged@{t}": 0.0 for t in DETECTION_THRESHOLDS}
+    clean_pixels = 0
     with torch.no_grad():
         for batch in loader:
-            out = model.restore(batch["input_l"]).l.clamp(-1, 1)
+            restored = model.restore(batch["input_l"])
+            out = restored.l.clamp(-1, 1)
             clean = (batch["input_l"] == batch["target_l"]).flatten(1).all(dim=1)
             err = (out - batch["target_l"]) / 2.0  # [-1, 1] -> [0, 1]
             mask_err += float((err.abs() * batch["mask"]).sum())
             mask_pixels += float(batch["mask"].sum())
+            if restored.mask_logits is not None:
+                p = torch.sigmoid(restored.mask_logits)
+                clean_pixels += int(clean.sum()) * p[0].numel()
+                for t in DETECTION_THRESHOLDS:
+                    detection[f"recall@{t}"] += float(((p > t) * batch["mask"]).sum())
+                    detection[f"clean_flagged@{t}"] += float((p[clean] > t).sum())
             for key, e, rows in (
                 ("psnr", err, ~clean), ("input_psnr", (batch["input_l"] - batch["target_l"]) / 2.0, ~clean),
                 ("clean_psnr", err, clean),
@@ -170,6 +219,10 @@ def evaluate(model: PikFix, loader: DataLoader) -> dict[str, float]:
     model.train()
     out_metrics = {k: -10 * math.log10(max(sq[k] / max(counts[k], 1), 1e-10)) for k in sq}
     out_metrics["l1_mask"] = mask_err / max(mask_pixels, 1.0)
+    if clean_pixels:
+        for t in DETECTION_THRESHOLDS:
+            out_metrics[f"recall@{t}"] = detection[f"recall@{t}"] / max(mask_pixels, 1.0)
+            out_metrics[f"clean_flagged@{t}"] = detection[f"clean_flagged@{t}"] / clean_pixels
     return out_metrics
 
 
@@ -182,12 +235,16 @@ def train_restoration(
     resume: bool = False,
     time_limit: float | None = None,
     log: Callable[[str], None] = print,
+    detector_width: int | None = None,
+    detector_tophat: int = 0,
 ) -> Path:
     """Train the restoration sub-net; returns the path of the last checkpoint (``last.safetensors``).
 
     The model starts from ``base_model`` (a restoration without a damage detector is replaced
     by its preset's, with detector; the colour sub-nets are kept) or a fresh ``lite`` model. State is saved
     every ``val_every`` steps and when ``time_limit`` (seconds) runs out; ``resume`` continues.
+    ``detector_width`` replaces the starting model's detector by a fresh one of that width (seeing
+    top-hats of ``detector_tophat`` px, if > 0).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -198,8 +255,11 @@ def train_restoration(
         model = load_checkpoint(base_model)[0] if base_model is not None else PikFix(preset_config("lite"))
         if model.restoration.detector is None:  # a model from before the detector: a fresh restoration
             model = with_detector(model, preset_config(model.config.preset).restoration)
+        if detector_width is not None:
+            model = fresh_detector(model, detector_width, detector_tophat)
     model.train()
-    params = list(model.restoration.parameters())
+    net = model.restoration
+    params = list((net.detector if config.detector_only else net).parameters())
     opt = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     step = 0
     if resume and state_path.is_file():
@@ -229,8 +289,12 @@ def train_restoration(
     for batch in loader:
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(config, step)
-        out = _teacher_forced(model, batch, config.teacher_mask, torch.Generator().manual_seed(step))
-        loss, terms = restoration_loss(out, batch["target_l"], batch["mask"], config)
+        if config.detector_only:
+            loss = detector_loss(net.detector(batch["input_l"]), batch["mask"], config.pos_weight)
+            terms = {"bce": loss.item()}
+        else:
+            out = _teacher_forced(model, batch, config.teacher_mask, torch.Generator().manual_seed(step))
+            loss, terms = restoration_loss(out, batch["target_l"], batch["mask"], config)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

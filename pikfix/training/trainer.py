@@ -398,6 +398,9 @@ class Trainer:
         self.crops = _CropPlan(self.train_set, self.schedule.rounds)
 
         self.model = PikFix(config.resolved_model()).to(self.device)
+        if self.model.restoration.tone is not None:
+            # The tone head needs whole photos, not crops: tools/train_tone.py trains it.
+            self.model.restoration.tone.requires_grad_(False)
         # From the config, not from this run's steps: a run resumed with more steps must build
         # the same modules (same initial weights) as the uninterrupted run.
         stages = {spec.stage for spec in config.stages}

@@ -1,0 +1,174 @@
+"""Training the tone head (``pikfix.nets.tone``) on whole photos.
+
+The tone head sees a whole photo, so its samples are whole training photos, each scanned at a
+random small size (tone does not depend on resolution) and damaged by the full training
+recipe (``pikfix.training.degradation``: fading, but also the noise, scratches and stains that
+disturb a histogram); ``clean_fraction`` of them stay clean, so that a photo whose tone is
+fine keeps it. A sample keeps the damaged photo's quantiles and ``pixels`` random pixel pairs
+(damaged L, clean L); the loss is the L1 of the curve's output on those pixels against the
+clean L. The rest of the restoration sub-net is not touched.
+
+Every sample is a pure function of (seed, photo, index): a rerun gives the same head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pikfix.color import grey_lightness, normalize_l
+from pikfix.imageio import read_image, to_float
+from pikfix.model import PikFix
+from pikfix.nets.tone import FEATURE_SIDE, apply_curve, photo_quantiles
+from pikfix.training.degradation import DegradationConfig, degrade, to_grey
+from pikfix.training.restoration import config_dict, rebuilt
+
+
+@dataclass(frozen=True)
+class ToneTrainConfig:
+    """Everything a tone-head run depends on; recorded in the checkpoint."""
+
+    width: int = 64
+    samples_per_photo: int = 24
+    clean_fraction: float = 0.25
+    scan_long_side: tuple[int, int] = (320, 640)
+    pixels: int = 4096
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    degradation: DegradationConfig = dataclasses.field(default_factory=DegradationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_dict(self)
+
+
+@dataclass
+class ToneSamples:
+    """Per sample, normalised L: the damaged photo's quantiles (N, LEVELS) and pixels
+    (N, pixels), the clean photo's quantiles and the same pixels clean. A clean sample is the
+    clean half fed as input (``pikfix.training.tone.batch``)."""
+
+    damaged_quantiles: torch.Tensor
+    clean_quantiles: torch.Tensor
+    damaged: torch.Tensor
+    clean: torch.Tensor
+
+    def save(self, path: Path) -> None:
+        torch.save(dataclasses.asdict(self), path)
+
+    @classmethod
+    def load(cls, path: Path) -> "ToneSamples":
+        return cls(**torch.load(path, weights_only=True))
+
+
+def _resized(rgb: np.ndarray, long_side: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = long_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)).resize(size, Image.Resampling.BOX)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def _as_l(grey: np.ndarray) -> torch.Tensor:
+    return normalize_l(torch.from_numpy(grey_lightness(grey))[None, None])
+
+
+def make_samples(paths: Sequence[Path], config: ToneTrainConfig, log: Callable[[str], None] = print) -> ToneSamples:
+    """``samples_per_photo`` damaged versions of every photo (with their clean originals),
+    seeded per sample."""
+    rows: dict[str, list[torch.Tensor]] = {f.name: [] for f in dataclasses.fields(ToneSamples)}
+    for p_index, path in enumerate(paths):
+        photo = to_float(read_image(path).pixels)
+        for s in range(config.samples_per_photo):
+            rng = np.random.default_rng([config.seed, p_index, s])
+            long_side = int(rng.integers(config.scan_long_side[0], config.scan_long_side[1] + 1))
+            rgb = _resized(photo, min(long_side, max(photo.shape[:2])))
+            clean = _as_l(to_grey(rgb))
+            damaged = _as_l(degrade(rgb, rng, config.degradation).grey)
+            # Pixel pairs at the feature scale, where the curve's targets are least noisy.
+            small_damaged, small_clean = _feature_scale(damaged), _feature_scale(clean)
+            pick = torch.from_numpy(rng.integers(0, small_damaged.numel(), config.pixels))
+            rows["damaged_quantiles"].append(photo_quantiles(damaged)[0])
+            rows["clean_quantiles"].append(photo_quantiles(clean)[0])
+            rows["damaged"].append(small_damaged.flatten()[pick])
+            rows["clean"].append(small_clean.flatten()[pick])
+        if (p_index + 1) % 20 == 0:
+            log(f"tone samples: {p_index + 1}/{len(paths)} photos")
+    return ToneSamples(**{k: torch.stack(v) for k, v in rows.items()})
+
+
+def batch(
+    samples: ToneSamples, pick: torch.Tensor, clean: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(quantiles, input pixels, target pixels) of samples ``pick``; where ``clean`` is true
+    the input is the clean photo itself (its curve should be the identity)."""
+    c = clean[:, None]
+    quantiles = torch.where(c, samples.clean_quantiles[pick], samples.damaged_quantiles[pick])
+    inputs = torch.where(c, samples.clean[pick], samples.damaged[pick])
+    return quantiles, inputs, samples.clean[pick]
+
+
+def _feature_scale(l: torch.Tensor) -> torch.Tensor:
+    h, w = l.shape[-2:]
+    scale = min(1.0, FEATURE_SIDE / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return torch.nn.functional.interpolate(l, size=size, mode="area")
+
+
+def tone_loss(model: PikFix, quantiles: torch.Tensor, damaged: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Mean |curve(damaged) - clean| over the pixel pairs, the curve from the quantiles."""
+    xs, ys = model.restoration.tone.knots(quantiles)
+    mapped = apply_curve(damaged[:, None, None, :], xs, ys)[:, 0, 0]
+    return (mapped - clean).abs().mean()
+
+
+def with_tone(base: PikFix, width: int) -> PikFix:
+    """A copy of ``base`` with a fresh (identity) tone head of ``width``; all weights kept."""
+    return rebuilt(base, "restoration.tone.", tone_width=width)
+
+
+def train_tone(
+    model: PikFix, train: ToneSamples, val: ToneSamples, config: ToneTrainConfig, log: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Fit the model's tone head (only) on ``train``; returns the validation L1 before and
+    after, for the damaged samples and for their clean originals."""
+    torch.manual_seed(config.seed)
+    head = model.restoration.tone
+    opt = torch.optim.Adam(head.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps, eta_min=config.lr * 0.02)
+    generator = torch.Generator().manual_seed(config.seed)
+    before = _val_l1(model, val)
+    head.train()
+    for step in range(config.steps):
+        pick = torch.randint(0, len(train.clean), (config.batch_size,), generator=generator)
+        clean = torch.rand(config.batch_size, generator=generator) < config.clean_fraction
+        loss = tone_loss(model, *batch(train, pick, clean))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 500 == 0:
+            log(f"tone step {step + 1}: train L1 {loss.item():.4f} val {_val_l1(model, val)}")
+    head.eval()
+    after = _val_l1(model, val)
+    return {f"before_{k}": v for k, v in before.items()} | {f"after_{k}": v for k, v in after.items()}
+
+
+def _val_l1(model: PikFix, val: ToneSamples) -> dict[str, float]:
+    """L1 (in L / 100 units) of the curve's output on the damaged validation samples and on
+    their clean originals."""
+    every = torch.arange(len(val.clean))
+    out = {}
+    with torch.no_grad():
+        for name, clean in (("damaged", False), ("clean", True)):
+            loss = tone_loss(model, *batch(val, every, torch.full((len(every),), clean)))
+            out[name] = round(float(loss) / 2, 5)
+    return out

@@ -1,0 +1,37 @@
+"""Compose a model from the colour sub-nets of one checkpoint and the restoration of another.
+
+    python tools/compose_model.py --colour models/pikfix-lite.safetensors \\
+        --restoration runs/tone-d/model.safetensors --detector-threshold 0.6 --out models/pikfix-lite.safetensors --half
+
+Restoration trains on its own (tools/train_restoration.py, tools/train_tone.py), so the shipped
+model is the colour checkpoint with that restoration put in. Both checkpoints' metadata are kept:
+the colour one's at the top level, the restoration's under ``restoration_training``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pikfix.checkpoint import load_checkpoint, save_checkpoint
+from pikfix.training.restoration import with_restoration
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--colour", type=Path, required=True, help="checkpoint whose similarity and colorization are kept")
+    parser.add_argument("--restoration", type=Path, required=True, help="checkpoint whose restoration sub-net is used")
+    parser.add_argument("--detector-threshold", type=float, default=None, help="sure-mask threshold (0: soft mask)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--half", action="store_true", help="write float16 weights")
+    args = parser.parse_args()
+    colour, colour_header = load_checkpoint(args.colour)
+    source, source_header = load_checkpoint(args.restoration)
+    changes = {} if args.detector_threshold is None else {"detector_threshold": args.detector_threshold}
+    model = with_restoration(colour, source, **changes)
+    meta = {**colour_header.get("metadata", {}), "restoration_training": source_header.get("metadata", {})}
+    save_checkpoint(model, args.out, metadata=meta, half=args.half)
+
+
+if __name__ == "__main__":
+    main()
