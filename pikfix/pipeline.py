@@ -8,8 +8,9 @@ resolution L: inside the damage mask the repaired pixels replace the scan's, els
 the repair's smooth corrections (tone, stains) are added, so fine detail and grain stay
 the scan's own. Colour is predicted at a bounded working size (the similarity matrices grow
 with the square of the pixel count) and the predicted chroma is upsampled onto the
-full-resolution restored luminance, as DDColor and DeOldify do.  Colour conversions run in row strips so that peak memory stays a small multiple
-of the photo's own size even for 24+ megapixel scans.
+full-resolution restored luminance, as DDColor and DeOldify do. Colour conversions run in row
+strips so that peak memory stays a small multiple of the photo's own size even for 24+
+megapixel scans.
 
 Example::
 
@@ -189,18 +190,20 @@ class FixPipeline:
         repairs those pixels. Scans larger than ``restore_size`` are repaired at that size.
         """
         # The L is ours: the tone curve may overwrite it (one full-size array fewer at 24 MP).
-        return self.restore_l(luminance(rgb), progress, mask, _own_l=True)
+        return self._restore_l(luminance(rgb), progress, mask, own_l=True)
 
     def restore_l(
-        self,
-        l: np.ndarray,
-        progress: Callable[[int, int], None] | None = None,
-        mask: np.ndarray | None = None,
-        _own_l: bool = False,
+        self, l: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None
     ) -> Restored:
         """``restore`` for a photo given as its Lab L (H, W) in [0, 100] (left unchanged)."""
+        return self._restore_l(l, progress, mask, own_l=False)
+
+    def _restore_l(
+        self, l: np.ndarray, progress: Callable[[int, int], None] | None, mask: np.ndarray | None, own_l: bool
+    ) -> Restored:
+        """``restore_l``; ``own_l``: ``l`` is the pipeline's own and may be overwritten."""
         h, w = l.shape
-        l = self._restore_tone(l, in_place=_own_l)
+        l = self._restore_tone(l, in_place=own_l)
         size = working_size(h, w, self.restore_size)
         l_in = torch.from_numpy(l).view(1, 1, h, w) if size == (h, w) else _downscale(l, size)
         given = None
@@ -221,12 +224,12 @@ class FixPipeline:
     def _restore_tone(self, l: np.ndarray, in_place: bool = False) -> np.ndarray:
         """The tone head's whole-photo curve on full-resolution L (unchanged without a head or
         with ``keep_tone``)."""
-        if self.keep_tone:
+        if self.keep_tone or self.model.restoration.tone is None:
             return l
         small = _downscale(l, working_size(*l.shape, FEATURE_SIDE))  # no full-size copy
         with torch.no_grad():
             knots = self.model.tone_curve(normalize_l(small))
-        return l if knots is None else apply_curve_numpy(l, *knots, out=l if in_place else None)
+        return apply_curve_numpy(l, *knots, out=l if in_place else None)
 
     def colorize(self, restored_l: np.ndarray, reference: Reference | Sequence[Reference]) -> tuple[np.ndarray, float]:
         """Predict chroma at the working size and put it on the full-resolution L.

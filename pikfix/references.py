@@ -28,6 +28,7 @@ SPARE_MATCHES = 4  # extra matches searched, to replace references that cannot b
 # The built-in reference set: downscaled photos and their prebuilt store (package data; see
 # tools/build_default_refs.py and the CREDITS.md next to the photos).
 DEFAULT_REFS_DIR = Path(__file__).resolve().parent / "default_refs"
+_RECOVER = "reinstall pikfix, or give your own references with --ref FILE, --refs DIR or --index STORE"
 
 
 @dataclass
@@ -115,12 +116,10 @@ def default_reference_store(device: str) -> "ReferenceStore":
     try:
         store = ReferenceStore.open(store_dir, device=device)
     except StoreError as err:
-        raise StoreError(f"the built-in reference set is unusable ({err}); reinstall pikfix, "
-                         "or give your own references with --ref FILE, --refs DIR or --index STORE") from None
+        raise StoreError(f"the built-in reference set is unusable ({err}); {_RECOVER}") from None
     missing = [p for p in store.paths if not p.is_file()]
     if missing:
-        raise StoreError(f"the built-in reference set is incomplete ({missing[0]} is missing); reinstall pikfix, "
-                         "or give your own references with --ref FILE, --refs DIR or --index STORE")
+        raise StoreError(f"the built-in reference set is incomplete ({missing[0]} is missing); {_RECOVER}")
     return store
 
 

@@ -224,15 +224,12 @@ def _fix_one(
         else:
             report.path = "colorized"
             choices = source.choose(restored_l)
-            report.reference = str(choices[0].path)
-            report.reference_score = None if choices[0].score is None else round(choices[0].score, 4)
             report.references = [
                 {"path": str(c.path), "score": None if c.score is None else round(c.score, 4)} for c in choices
             ]
+            report.reference, report.reference_score = report.references[0]["path"], report.references[0]["score"]
             out_rgb, confidence = pipe.colorize(restored_l, [c.prepared for c in choices])
-            ref_panels = [
-                (f"reference {c.path.name}" + ("" if c.score is None else f" ({c.score:.2f})"), c.rgb) for c in choices
-            ]
+            ref_panels = [(f"reference {_scored(c.path.name, c.score)}", c.rgb) for c in choices]
         imageio.write_image(dst, imageio.from_float(out_rgb, image.pixels.dtype))
         if save_mask and restored.mask is not None:
             mask_file = _mask_path(dst)
@@ -256,6 +253,11 @@ def _fix_one(
     report.seconds = round(time.perf_counter() - start, 3)
 
 
+def _scored(name: str, score: Optional[float]) -> str:
+    """A reference's name with its retrieval score, as the summary and the compare sheet show it."""
+    return name if score is None else f"{name} ({score:.2f})"
+
+
 def _summarise(reports: list[FileReport], json_out: bool) -> None:
     from rich.table import Table
 
@@ -269,9 +271,7 @@ def _summarise(reports: list[FileReport], json_out: bool) -> None:
         table.add_column(col)
     for r in reports:
         detail = r.error if r.status == "failed" else r.output
-        references = ", ".join(
-            Path(x["path"]).name + ("" if x["score"] is None else f" ({x['score']:.2f})") for x in r.references
-        )
+        references = ", ".join(_scored(Path(x["path"]).name, x["score"]) for x in r.references)
         path = "" if r.path is None else f"{r.path} ({r.photo_kind})"
         table.add_row(r.input, r.status, detail, path, references, f"{r.seconds:.1f}" if r.seconds else "")
     console.print(table)

@@ -23,11 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pikfix.color import lab_to_rgb, rgb_to_lab
+from pikfix.color import STRIP_ROWS, lab_to_rgb, rgb_to_lab
 from pikfix.nets.restoration import tophats
 
-# Rows per strip for the per-pixel colour conversions and the restoration filters.
-STRIP_ROWS = 256
 # Scratch detection: a pixel is a defect when it differs from its 5x5 median by more than this
 # (in lightness / 100). A 5x5 median erases lines up to 2 px thick, so only thin structures
 # (scratches, hairs, dust specks) stand out; straight edges are preserved by the median.

@@ -31,13 +31,19 @@ def quantile_levels() -> torch.Tensor:
     return torch.linspace(QUANTILE_LOW, QUANTILE_HIGH, LEVELS)
 
 
+def feature_scale(l: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) area-downscaled so the long side is at most ``FEATURE_SIDE`` px."""
+    h, w = l.shape[-2:]
+    scale = FEATURE_SIDE / max(h, w)
+    if scale >= 1:
+        return l
+    return F.interpolate(l.float(), size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
+
+
 def photo_quantiles(l: torch.Tensor) -> torch.Tensor:
     """Quantiles (B, LEVELS) of normalised L (B, 1, H, W), taken at ``FEATURE_SIDE`` px so
     they do not depend on the scan's resolution (nor its grain)."""
-    h, w = l.shape[-2:]
-    scale = FEATURE_SIDE / max(h, w)
-    if scale < 1:
-        l = F.interpolate(l.float(), size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
+    l = feature_scale(l)
     return torch.quantile(l.flatten(1).float(), quantile_levels().to(l.device), dim=1).T
 
 

@@ -162,11 +162,8 @@ def with_restoration(base: PikFix, source: PikFix, **changes: Any) -> PikFix:
     """A copy of ``base`` (its similarity and colorization weights) whose restoration sub-net,
     config and weights, is ``source``'s; ``changes`` set restoration config fields that hold no
     weights (e.g. ``detector_threshold``). Restoration is trained on its own, then composed."""
-    restoration = {**dataclasses.asdict(source.config.restoration), **changes}
-    model = PikFix(ModelConfig.from_dict({**base.config.to_dict(), "restoration": restoration}))
-    state = {k: v for k, v in base.state_dict().items() if not k.startswith("restoration.")}
-    state |= {k: v for k, v in source.state_dict().items() if k.startswith("restoration.")}
-    model.load_state_dict(state)
+    model = rebuilt(base, "restoration.", **{**dataclasses.asdict(source.config.restoration), **changes})
+    model.restoration.load_state_dict(source.restoration.state_dict())
     return model
 
 
@@ -195,7 +192,7 @@ def evaluate(model: PikFix, loader: DataLoader) -> dict[str, float]:
     counts = {"psnr": 0, "input_psnr": 0, "clean_psnr": 0}
     mask_err, mask_pixels = 0.0, 0.0
     detection = {f"recall@{t}": 0.0 for t in DETECTION_THRESHOLDS} | {f"clean_flagged@{t}": 0.0 for t in DETECTION_THRESHOLDS}
-    clean_pixels = 0
+    clean_pixels, detects = 0, False
     with torch.no_grad():
         for batch in loader:
             restored = model.restore(batch["input_l"])
@@ -205,6 +202,7 @@ def evaluate(model: PikFix, loader: DataLoader) -> dict[str, float]:
             mask_err += float((err.abs() * batch["mask"]).sum())
             mask_pixels += float(batch["mask"].sum())
             if restored.mask_logits is not None:
+                detects = True
                 p = torch.sigmoid(restored.mask_logits)
                 clean_pixels += int(clean.sum()) * p[0].numel()
                 for t in DETECTION_THRESHOLDS:
@@ -219,10 +217,10 @@ def evaluate(model: PikFix, loader: DataLoader) -> dict[str, float]:
     model.train()
     out_metrics = {k: -10 * math.log10(max(sq[k] / max(counts[k], 1), 1e-10)) for k in sq}
     out_metrics["l1_mask"] = mask_err / max(mask_pixels, 1.0)
-    if clean_pixels:
+    if detects:
         for t in DETECTION_THRESHOLDS:
             out_metrics[f"recall@{t}"] = detection[f"recall@{t}"] / max(mask_pixels, 1.0)
-            out_metrics[f"clean_flagged@{t}"] = detection[f"clean_flagged@{t}"] / clean_pixels
+            out_metrics[f"clean_flagged@{t}"] = detection[f"clean_flagged@{t}"] / max(clean_pixels, 1)
     return out_metrics
 
 

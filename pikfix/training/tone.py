@@ -26,7 +26,7 @@ from PIL import Image
 from pikfix.color import grey_lightness, normalize_l
 from pikfix.imageio import read_image, to_float
 from pikfix.model import PikFix
-from pikfix.nets.tone import FEATURE_SIDE, apply_curve, photo_quantiles
+from pikfix.nets.tone import apply_curve, feature_scale, photo_quantiles
 from pikfix.training.degradation import DegradationConfig, degrade, to_grey
 from pikfix.training.restoration import config_dict, rebuilt
 
@@ -94,10 +94,10 @@ def make_samples(paths: Sequence[Path], config: ToneTrainConfig, log: Callable[[
             clean = _as_l(to_grey(rgb))
             damaged = _as_l(degrade(rgb, rng, config.degradation).grey)
             # Pixel pairs at the feature scale, where the curve's targets are least noisy.
-            small_damaged, small_clean = _feature_scale(damaged), _feature_scale(clean)
+            small_damaged, small_clean = feature_scale(damaged), feature_scale(clean)
             pick = torch.from_numpy(rng.integers(0, small_damaged.numel(), config.pixels))
-            rows["damaged_quantiles"].append(photo_quantiles(damaged)[0])
-            rows["clean_quantiles"].append(photo_quantiles(clean)[0])
+            rows["damaged_quantiles"].append(photo_quantiles(small_damaged)[0])
+            rows["clean_quantiles"].append(photo_quantiles(small_clean)[0])
             rows["damaged"].append(small_damaged.flatten()[pick])
             rows["clean"].append(small_clean.flatten()[pick])
         if (p_index + 1) % 20 == 0:
@@ -114,13 +114,6 @@ def batch(
     quantiles = torch.where(c, samples.clean_quantiles[pick], samples.damaged_quantiles[pick])
     inputs = torch.where(c, samples.clean[pick], samples.damaged[pick])
     return quantiles, inputs, samples.clean[pick]
-
-
-def _feature_scale(l: torch.Tensor) -> torch.Tensor:
-    h, w = l.shape[-2:]
-    scale = min(1.0, FEATURE_SIDE / max(h, w))
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return torch.nn.functional.interpolate(l, size=size, mode="area")
 
 
 def tone_loss(model: PikFix, quantiles: torch.Tensor, damaged: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
