@@ -12,6 +12,7 @@ import argparse
 import json
 
 from pikfix.benchmark.data import BenchError
+from pikfix.config import DEFAULT_TILE
 from pikfix.benchmark.runner import run_speed
 from pikfix.benchmark.speed import describe
 
@@ -22,7 +23,7 @@ def main() -> None:
     parser.add_argument("--megapixels", nargs="+", type=float, default=[1.0, 24.0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work-size", type=int, default=512)
-    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE)
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
 

@@ -20,6 +20,11 @@ def reject_unknown_keys(data: Mapping[str, Any], kind: type, what: str) -> None:
         raise ValueError(f"unknown {what} key(s): {', '.join(unknown)}")
 
 
+# Restoration tile, px (each with context around it): at 1 MP, 1024 takes a fifth less time
+# than 512 (less overlap is computed twice) and 24 MP stays within the same peak memory
+# (benchmarks/fix_speed.py). Shared by the pipeline and the CLI, which must not import torch.
+DEFAULT_TILE = 1024
+
 @dataclass
 class RestorationConfig:
     """Multi-level residual dense network (paper 3.1)."""

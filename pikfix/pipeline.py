@@ -1,16 +1,17 @@
 """The inference pipeline shared by `pikfix fix`, the benchmark and the Python API.
 
 Restoration runs on the luminance: first the tone head (when the model has one) restores the
-whole photo's tone curve, then the repair runs tile by tile, at full resolution up to ``restore_size``
-(2048 px long side by default, the scan sizes it was trained on). A larger scan is repaired
-at that size, where its defects look as in training; the repair is then put on the full-
-resolution L: inside the damage mask the repaired pixels replace the scan's, elsewhere only
-the repair's smooth corrections (tone, stains) are added, so fine detail and grain stay
-the scan's own. Colour is predicted at a bounded working size (the similarity matrices grow
-with the square of the pixel count) and the predicted chroma is upsampled onto the
-full-resolution restored luminance, as DDColor and DeOldify do. Colour conversions run in row
-strips so that peak memory stays a small multiple of the photo's own size even for 24+
-megapixel scans.
+whole photo's tone curve, then the repair runs tile by tile, at full resolution up to
+``restore_size`` (2048 px long side by default, the scan sizes it was trained on). A larger
+scan is repaired at that size, where its defects look as in training; the repair is then put
+on the full-resolution L: inside the damage mask the repaired pixels replace the scan's,
+elsewhere only the repair's smooth corrections (tone, stains) are added, so fine detail stays
+the scan's own. Last, where the photo shows noise, an edge-preserving filter scaled to it
+reduces noise and grain at full resolution (``pikfix.denoise``). Colour is predicted at a
+bounded working size (the similarity matrices grow with the square of the pixel count) and
+the predicted chroma is upsampled onto the full-resolution restored luminance, as DDColor and
+DeOldify do. Colour conversions run in row strips so that peak memory stays a small multiple
+of the photo's own size even for 24+ megapixel scans.
 
 Example::
 
@@ -31,6 +32,8 @@ import torch.nn.functional as F
 
 from pikfix.checkpoint import load_checkpoint
 from pikfix.color import STRIP_ROWS, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, rgb_to_lab
+from pikfix.config import DEFAULT_TILE
+from pikfix.denoise import denoise
 from pikfix.device import resolve_device
 from pikfix.model import PikFix
 from pikfix.nets.tone import FEATURE_SIDE, apply_curve_numpy
@@ -129,6 +132,8 @@ class Restored:
 
     l: np.ndarray  # (H, W) float32 Lab L in [0, 100]
     mask: np.ndarray | None  # (H, W) float32 in [0, 1], 1 = damaged
+    noise: float | None = None  # noise measured after the repair (sigma, L units); None: not measured
+    denoised: bool = False  # whether the noise filter ran (``pikfix.denoise``)
 
 
 class FixPipeline:
@@ -139,13 +144,15 @@ class FixPipeline:
         model: PikFix,
         device: str | torch.device = "auto",
         work_size: int = 512,
-        tile: int = 512,
+        tile: int = DEFAULT_TILE,
         tile_overlap: int = 48,
         restore_size: int = 2048,
         keep_tone: bool = False,
+        denoise: bool = True,
     ) -> None:
         """``keep_tone`` skips the tone head: for a photo whose low contrast is its own (fog, a
-        bright beach), which the head cannot tell from fading."""
+        bright beach), which the head cannot tell from fading. ``denoise`` False keeps the
+        photo's noise and grain."""
         if work_size < 32:
             raise ValueError("work_size must be at least 32 pixels")
         if restore_size < 64:
@@ -158,6 +165,7 @@ class FixPipeline:
         self.tile_overlap = tile_overlap
         self.restore_size = restore_size
         self.keep_tone = keep_tone
+        self.denoise = denoise
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs: int | bool) -> "FixPipeline":
@@ -216,10 +224,14 @@ class FixPipeline:
         )
         restored = restored.clamp(-1.0, 1.0)
         if size == (h, w):
+            out = ((restored[0, 0] + 1.0) * 50.0).numpy()
             full_mask = None if used_mask is None else used_mask[0, 0].numpy()
-            return Restored(((restored[0, 0] + 1.0) * 50.0).numpy(), full_mask)
-        # Without a detector (no mask) the whole repair is a difference to add.
-        return Restored(*_put_repair_on_full(l, l_norm, restored, used_mask))
+        else:  # without a detector (no mask) the whole repair is a difference to add
+            out, full_mask = _put_repair_on_full(l, l_norm, restored, used_mask)
+        if not self.denoise:
+            return Restored(out, full_mask)
+        _, noise, denoised = denoise(out)  # in place: ``out`` is a new array
+        return Restored(out, full_mask, noise, denoised)
 
     def _restore_tone(self, l: np.ndarray, in_place: bool = False) -> np.ndarray:
         """The tone head's whole-photo curve on full-resolution L (unchanged without a head or

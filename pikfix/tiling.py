@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from pikfix.config import DEFAULT_TILE
 from pikfix.model import PikFix
 
 
@@ -22,7 +23,7 @@ def _round_up(value: int, multiple: int) -> int:
 def restore_tiled(
     model: PikFix,
     l: torch.Tensor,
-    tile: int = 512,
+    tile: int = DEFAULT_TILE,
     overlap: int = 32,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,

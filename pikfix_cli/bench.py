@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from pikfix.config import DEFAULT_TILE
 from pikfix_cli.common import console, fail, progress_bar, warn
 
 if TYPE_CHECKING:  # torch-heavy imports stay out of `pikfix --help`
@@ -43,7 +44,7 @@ def bench(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score the grey input and classical."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     work_size: int = typer.Option(512, "--work-size", help="Longest side (px) at which colour is predicted."),
-    tile: int = typer.Option(512, "--tile", help="Restoration tile size (px)."),
+    tile: int = typer.Option(DEFAULT_TILE, "--tile", help="Restoration tile size (px)."),
     tile_overlap: int = typer.Option(48, "--tile-overlap", help="Context around each tile (px)."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore cached per-image results and recompute."),
     speed: bool = typer.Option(False, "--speed", help="Time fixed photo sizes per preset instead."),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from pikfix.config import DEFAULT_TILE
 from pikfix_cli.common import console, error, fail, progress_bar, warn
 
 if TYPE_CHECKING:  # torch-heavy imports stay out of `pikfix --help`
@@ -39,6 +40,8 @@ class FileReport:
     compare: Optional[str] = None
     mask: Optional[str] = None  # the user's mask file, or "detected"
     mask_output: Optional[str] = None  # <name>.mask.png written by --save-mask
+    noise: Optional[float] = None  # noise measured after the repair (sigma, L units); None with --no-denoise
+    denoised: Optional[bool] = None  # whether noise and grain were reduced
 
 
 def _output_path(out_dir: Path, rel: Path, ext: Optional[str]) -> Path:
@@ -75,7 +78,7 @@ def fix(
     out: Path = typer.Option(Path("pikfix-out"), "-o", "--out", help="Output folder; mirrors the input tree."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     work_size: int = typer.Option(512, "--work-size", help="Longest side (px) at which colour is predicted."),
-    tile: int = typer.Option(512, "--tile", help="Restoration tile size (px); lower it if memory is short."),
+    tile: int = typer.Option(DEFAULT_TILE, "--tile", help="Restoration tile size (px); lower it if memory is short."),
     tile_overlap: int = typer.Option(48, "--tile-overlap", help="Context around each tile (px)."),
     ext: Optional[str] = typer.Option(None, "--ext", help="Output format (png, jpg, tif...); default: the input's."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
@@ -89,6 +92,9 @@ def fix(
     ),
     keep_tone: bool = typer.Option(
         False, "--keep-tone", help="Keep each photo's tone curve (no fading correction): for photos low in contrast by nature."
+    ),
+    no_denoise: bool = typer.Option(
+        False, "--no-denoise", help="Keep the photo's noise and grain (by default reduced where the photo shows noise)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout (for scripts)."),
 ) -> None:
@@ -125,7 +131,7 @@ def fix(
     try:
         pipe = FixPipeline.from_checkpoint(
             model_path, device, work_size=work_size, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size,
-            keep_tone=keep_tone,
+            keep_tone=keep_tone, denoise=not no_denoise,
         )
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from None
@@ -214,6 +220,8 @@ def _fix_one(
         restored_l = restored.l
         if restored.mask is not None:
             report.mask = str(user_mask) if user_mask is not None else "detected"
+        if restored.noise is not None:
+            report.noise, report.denoised = round(restored.noise, 2), restored.denoised
         verdict = classify(rgb)
         report.photo_kind = verdict.kind
         ref_panels: list[tuple[str, np.ndarray]] = []

@@ -428,3 +428,18 @@ def test_keep_tone_keeps_the_tone_and_warns_for_a_model_without_a_tone_head(tmp_
     save_checkpoint(PikFix(config), without)
     res = _fix(str(src), "--ref", str(ref), "--model", str(without), "-o", str(tmp_path / "n"), "--keep-tone")
     assert res.exit_code == 0 and "has no tone head" in res.stderr
+
+
+def test_no_denoise_keeps_the_photos_noise(tmp_path, model_path, ref):
+    src = _photo(tmp_path / "old.png", (64, 48))  # a gradient with strong noise
+    grey = {}
+    reported = {}
+    for name, extra in (("default", []), ("kept", ["--no-denoise"])):
+        res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / name), "--json", *extra)
+        assert res.exit_code == 0, res.output
+        reported[name] = json.loads(res.stdout)["files"][0]
+        grey[name] = np.asarray(Image.open(tmp_path / name / "old.png").convert("L"), dtype=np.float32)
+    assert reported["default"]["denoised"] is True and reported["default"]["noise"] > 1
+    assert reported["kept"]["denoised"] is None and reported["kept"]["noise"] is None
+    roughness = {k: float(np.abs(np.diff(v, axis=0)).mean()) for k, v in grey.items()}
+    assert roughness["default"] < 0.6 * roughness["kept"]

@@ -110,9 +110,10 @@ def test_restoration_bench_reports_every_method(tmp_path: Path) -> None:
 
 def test_large_scans_are_repaired_at_the_restore_size_and_keep_their_detail() -> None:
     """Above restore_size the repair runs on a smaller copy: outside the mask only the repair's
-    smooth change is added, so an identity net returns the scan exactly."""
+    smooth change is added, so an identity net returns the scan exactly (the noise filter, which
+    would smooth this noisy texture, is off)."""
     model = build_model("tiny").eval()  # zero-initialised residual: the identity
-    pipe = FixPipeline(model, "cpu", tile=64, tile_overlap=16, restore_size=64)
+    pipe = FixPipeline(model, "cpu", tile=64, tile_overlap=16, restore_size=64, denoise=False)
     l = _texture(150, 200) * 100
     restored = pipe.restore_l(l)
     assert restored.l.shape == l.shape and restored.mask.shape == l.shape
@@ -220,6 +221,22 @@ def test_detector_only_training_changes_only_a_fresh_detector_and_reports_detect
     assert 0.0 <= val["recall@0.5"] <= 1.0 and 0.0 <= val["clean_flagged@0.9"] <= val["clean_flagged@0.5"] <= 1.0
 
 
+def test_repair_only_training_keeps_the_detector_and_changes_the_repair(tmp_path: Path) -> None:
+    photos = _photos(tmp_path / "photos", 3)
+    base = build_model("tiny")
+    base_path = tmp_path / "base.safetensors"
+    save_checkpoint(base, base_path)
+    cfg = RestorationTrainConfig(crop=32, batch_size=2, steps=2, val_every=2, workers=0, scan_long_side=(80, 160),
+                                 repair_only=True, lr=1e-2)
+    trained, _ = load_checkpoint(train_restoration(photos[:2], photos[2:], tmp_path / "run", cfg,
+                                                   base_model=base_path, log=lambda s: None))
+    before, after = base.state_dict(), trained.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("restoration.levels.", "restoration.fuse.")) for k in changed)
+    with pytest.raises(ValueError, match="exclude"):
+        RestorationTrainConfig(detector_only=True, repair_only=True)
+
+
 def test_a_detector_threshold_gives_a_sure_mask_grown_by_a_pixel() -> None:
     import dataclasses
 
@@ -247,6 +264,18 @@ def test_composed_model_takes_restoration_from_one_and_colour_from_the_other() -
     assert composed.config.restoration.detector_width == 6 and composed.restoration.detector_threshold == 0.7
     for key, value in composed.state_dict().items():
         source = restoration if key.startswith("restoration.") else colour
+        assert torch.equal(value, source.state_dict()[key]), key
+
+
+def test_a_detector_from_another_run_replaces_only_the_detector() -> None:
+    from pikfix.training.restoration import fresh_detector, with_detector_of
+
+    base = build_model("tiny")
+    other = fresh_detector(build_model("tiny"), 6, tophat=5)
+    swapped = with_detector_of(base, other)
+    assert swapped.config.restoration.detector_width == 6 and swapped.config.restoration.detector_tophat == 5
+    for key, value in swapped.state_dict().items():
+        source = other if key.startswith("restoration.detector.") else base
         assert torch.equal(value, source.state_dict()[key]), key
 
 

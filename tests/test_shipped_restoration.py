@@ -3,7 +3,7 @@ crack: it must leave the clean photo nearly as it is and find and repair most of
 
 The photo (examples/refs/horse-ref.jpg, 384 px) is a hard clean case: the white blazes and
 hooves of dark horses look like dust, and the detector takes some of them (under 1 % of the
-pixels), which is what keeps its PSNR near 28 dB rather than the 39.5 dB the model averages
+pixels), which is what keeps its PSNR near 28 dB rather than the 38 dB the model averages
 on the clean validation photos (models/pikfix-lite.md).
 """
 
@@ -49,9 +49,11 @@ def test_a_clean_photo_passes_through_nearly_unchanged(pipe: FixPipeline, clean_
 
 def test_a_drawn_crack_is_found_and_mostly_repaired(pipe: FixPipeline, clean_l: np.ndarray) -> None:
     h, w = clean_l.shape
-    layer = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(layer).line([(20, 30), (150, 110), (260, 90), (370, h - 20)], fill=255, width=3)
-    crack = np.asarray(layer) > 0
+    path = [(20, 30), (150, 110), (260, 90), (370, h - 20)]
+    layer, margin = Image.new("L", (w, h), 0), Image.new("L", (w, h), 0)
+    ImageDraw.Draw(layer).line(path, fill=255, width=3)
+    ImageDraw.Draw(margin).line(path, fill=255, width=11)  # the crack and 4 px on each side
+    crack, near = np.asarray(layer) > 0, np.asarray(margin) > 0
     damaged = np.where(crack, 97.0, clean_l).astype(np.float32)  # a bright crack: paper showing
     restored = pipe.restore_l(damaged)
     assert restored.mask is not None
@@ -59,4 +61,6 @@ def test_a_drawn_crack_is_found_and_mostly_repaired(pipe: FixPipeline, clean_l: 
     before = np.abs(damaged - clean_l)[crack].mean()
     after = np.abs(restored.l - clean_l)[crack].mean()
     assert after <= 0.5 * before  # and the repair removes most of its error
-    assert np.abs(restored.l - clean_l)[~crack].mean() < 1.0  # the rest stays as it was
+    # Away from it the photo stays as it was (the mask, hence the repair, also takes the
+    # crack's edges: a few pixels beside it are repainted).
+    assert np.abs(restored.l - clean_l)[~near].mean() < 1.0

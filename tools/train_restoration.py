@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--detector-weight", type=float, default=0.2)
     parser.add_argument("--pos-weight", type=float, default=4.0, help="cross-entropy weight of damaged pixels")
     parser.add_argument("--detector-only", action="store_true", help="train the damage detector alone")
+    parser.add_argument("--repair-only", action="store_true", help="train the repair alone (the detector frozen)")
+    parser.add_argument("--mask-weight", type=float, default=4.0, help="extra L1 weight inside the damage mask")
     parser.add_argument("--detector-width", type=int, default=None, help="start with a fresh detector this wide")
     parser.add_argument("--detector-tophat", type=int, default=0, help="the fresh detector also sees top-hats of this size (px)")
     parser.add_argument("--degradation", type=Path, default=None, help="JSON file of DegradationConfig keys")
@@ -64,7 +66,8 @@ def main() -> None:
     config = RestorationTrainConfig(
         steps=args.steps, batch_size=args.batch_size, crop=args.crop, workers=args.workers, val_every=args.val_every,
         lr=args.lr, clean_fraction=args.clean_fraction, detector_weight=args.detector_weight, degradation=damage,
-        pos_weight=args.pos_weight, detector_only=args.detector_only,
+        pos_weight=args.pos_weight, detector_only=args.detector_only, repair_only=args.repair_only,
+        mask_weight=args.mask_weight,
     )
     train_restoration(
         train, val, args.out, config, base_model=args.base, resume=args.resume, time_limit=args.time_limit,

@@ -43,7 +43,7 @@ from pikfix.benchmark.data import (
     safe_id,
 )
 from pikfix.checkpoint import CheckpointError, read_header
-from pikfix.config import preset_config
+from pikfix.config import DEFAULT_TILE, preset_config
 from pikfix.imageio import ImageReadError, from_float, write_image
 from pikfix.colour_input import classify, restore_own_colour
 from pikfix.metrics import LPIPSMetric, colorfulness, delta_ab, lpips_status, psnr, ssim
@@ -147,7 +147,7 @@ class ModelMethod(Method):
 
 
 def load_models(
-    paths: Sequence[Path], device: str = "auto", work_size: int = 512, tile: int = 512, tile_overlap: int = 48
+    paths: Sequence[Path], device: str = "auto", work_size: int = 512, tile: int = DEFAULT_TILE, tile_overlap: int = 48
 ) -> list[ModelMethod]:
     """Load every checkpoint up front, so a wrong path fails before any photo is processed.
 
@@ -402,7 +402,7 @@ def run_speed(
     sizes: Sequence[float],
     device: str = "auto",
     work_size: int = 512,
-    tile: int = 512,
+    tile: int = DEFAULT_TILE,
     cache_dir: Path | None = None,
     fresh: bool = False,
     on_case: Callable[[dict[str, Any]], None] | None = None,

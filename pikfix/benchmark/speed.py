@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pikfix.config import preset_config
+from pikfix.config import DEFAULT_TILE, preset_config
 from pikfix.model import build_model
 from pikfix.device import resolve_device
 from pikfix.pipeline import FixPipeline
@@ -68,7 +68,7 @@ def peak_rss_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def time_fix(preset: str, megapixels: float, device: str = "auto", work_size: int = 512, tile: int = 512) -> SpeedResult:
+def time_fix(preset: str, megapixels: float, device: str = "auto", work_size: int = 512, tile: int = DEFAULT_TILE) -> SpeedResult:
     """Fix one synthetic photo with a freshly initialised model (speed does not depend on weights)."""
     dev = resolve_device(device)
     config = preset_config(preset)

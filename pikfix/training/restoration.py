@@ -12,7 +12,9 @@ whole scan would be, with the clean grey window as target and the drawn defects 
   for the rest, so it works with a user's mask and with the detector's alike;
 * ``clean_fraction`` of the samples are undamaged, so that a clean photo passes through;
 * ``detector_only`` trains the detector alone, on its cross-entropy: several times cheaper a
-  step, and the repair, which already follows a true mask well, keeps its weights.
+  step, and the repair, which already follows a true mask well, keeps its weights;
+  ``repair_only`` is the converse: the repair learns (e.g. to denoise) while a trained
+  detector, frozen, keeps the masks it was chosen for.
 
 Every sample is a pure function of (seed, sample index), so a resumed run repeats exactly.
 """
@@ -56,6 +58,7 @@ class RestorationTrainConfig:
     detector_weight: float = 0.2  # weight of the detector's cross-entropy
     pos_weight: float = 4.0  # the cross-entropy's weight on damaged pixels (they are rare)
     detector_only: bool = False  # train the damage detector alone (the repair is not run)
+    repair_only: bool = False  # train the repair alone (the detector is frozen)
     teacher_mask: float = 0.5  # share of samples repaired with the true mask instead of the detector's
     clean_fraction: float = 0.15  # share of undamaged samples (identity targets)
     scan_long_side: tuple[float, float] = SCAN_LONG_SIDE
@@ -63,6 +66,10 @@ class RestorationTrainConfig:
     workers: int = 1
     val_every: int = 250
     degradation: DegradationConfig = dataclasses.field(default_factory=DegradationConfig)
+
+    def __post_init__(self) -> None:
+        if self.detector_only and self.repair_only:
+            raise ValueError("detector_only and repair_only exclude each other")
 
     def to_dict(self) -> dict[str, Any]:
         return config_dict(self)
@@ -167,6 +174,15 @@ def with_restoration(base: PikFix, source: PikFix, **changes: Any) -> PikFix:
     return model
 
 
+def with_detector_of(base: PikFix, source: PikFix) -> PikFix:
+    """A copy of ``base`` whose damage detector, config and weights, is ``source``'s (e.g. from
+    a detector-only run); every other weight is ``base``'s."""
+    cfg = source.config.restoration
+    model = rebuilt(base, "restoration.detector.", detector_width=cfg.detector_width, detector_tophat=cfg.detector_tophat)
+    model.restoration.detector.load_state_dict(source.restoration.detector.state_dict())
+    return model
+
+
 def fresh_detector(base: PikFix, width: int, tophat: int = 0) -> PikFix:
     """A copy of ``base`` with a new, untrained damage detector of ``width`` (seeing L's
     top-hats with a ``tophat`` px square, if > 0); all other weights kept."""
@@ -257,7 +273,12 @@ def train_restoration(
             model = fresh_detector(model, detector_width, detector_tophat)
     model.train()
     net = model.restoration
-    params = list((net.detector if config.detector_only else net).parameters())
+    if config.repair_only:
+        if net.detector is None:
+            raise ValueError("repair_only needs a model with a damage detector")
+        net.detector.requires_grad_(False)  # no graph through it: its masks cost a forward only
+    trained = net.detector if config.detector_only else torch.nn.ModuleList([net.levels, net.fuse]) if config.repair_only else net
+    params = [p for p in trained.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     step = 0
     if resume and state_path.is_file():
