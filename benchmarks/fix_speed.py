@@ -12,9 +12,9 @@ import argparse
 import json
 
 from pikfix.benchmark.data import BenchError
-from pikfix.config import DEFAULT_TILE
 from pikfix.benchmark.runner import run_speed
 from pikfix.benchmark.speed import describe
+from pikfix.config import DEFAULT_TILE
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ def reject_unknown_keys(data: Mapping[str, Any], kind: type, what: str) -> None:
 # (benchmarks/fix_speed.py). Shared by the pipeline and the CLI, which must not import torch.
 DEFAULT_TILE = 1024
 
+
 @dataclass
 class RestorationConfig:
     """Multi-level residual dense network (paper 3.1)."""

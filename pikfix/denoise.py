@@ -68,12 +68,12 @@ def _bilateral(x: torch.Tensor, range_sigma: float) -> torch.Tensor:
     return total.div_(weights)
 
 
-def denoise(l: np.ndarray, sigma: float | None = None) -> tuple[np.ndarray, float, bool]:
-    """L (H, W) in [0, 100], denoised in place if its noise (``noise_sigma``, or ``sigma``)
-    reaches ``NOISE_THRESHOLD``; returns (L, the noise measured, whether it was filtered)."""
+def denoise(l: np.ndarray, sigma: float | None = None) -> tuple[float, bool]:
+    """Denoise L (H, W) in [0, 100] in place if its noise (``noise_sigma``, or ``sigma``)
+    reaches ``NOISE_THRESHOLD``; returns (the noise measured, whether it was filtered)."""
     sigma = noise_sigma(l) if sigma is None else sigma
     if sigma < NOISE_THRESHOLD:
-        return l, sigma, False
+        return sigma, False
     h, w = l.shape
     above = None  # the input rows just above a strip: the previous strip has overwritten them
     for y0 in range(0, h, STRIP_ROWS):
@@ -87,4 +87,4 @@ def denoise(l: np.ndarray, sigma: float | None = None) -> tuple[np.ndarray, floa
         pad = (RADIUS, RADIUS, RADIUS - (y0 - top), RADIUS - (bottom - y1))
         padded = F.pad(strip, pad, mode="reflect")
         l[y0:y1] = _bilateral(padded, RANGE_FACTOR * sigma)[0, 0].clamp(0.0, 100.0).numpy()
-    return l, sigma, True
+    return sigma, True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from pikfix.benchmark import damage as E
 from pikfix.benchmark.baselines import median3, tophat_inpaint
 from pikfix.benchmark.restoration import classical_methods, model_method, run_restoration_bench
 from pikfix.checkpoint import load_checkpoint, save_checkpoint
-from pikfix.model import build_model
+from pikfix.model import PikFix, build_model
 from pikfix.pipeline import FixPipeline
 from pikfix.training.degradation import DegradationConfig
 from pikfix.training.restoration import (
@@ -204,16 +205,22 @@ def test_a_net_without_detector_reports_no_mask_even_when_given_one() -> None:
         assert restored.mask is None and restored.l.shape == l.shape
 
 
-def test_detector_only_training_changes_only_a_fresh_detector_and_reports_detection(tmp_path: Path) -> None:
+def _train_from_tiny(tmp_path: Path, detector_width: int | None = None, **config: Any) -> tuple[PikFix, PikFix, dict]:
+    """Two restoration steps from a saved tiny model on three small photos: (base, trained,
+    the trained checkpoint's header)."""
     photos = _photos(tmp_path / "photos", 3)
     base = build_model("tiny")
     base_path = tmp_path / "base.safetensors"
     save_checkpoint(base, base_path)
     cfg = RestorationTrainConfig(crop=32, batch_size=2, steps=2, val_every=2, workers=0, scan_long_side=(80, 160),
-                                 detector_only=True, pos_weight=2.0, lr=1e-2)
+                                 lr=1e-2, **config)
     ckpt = train_restoration(photos[:2], photos[2:], tmp_path / "run", cfg, base_model=base_path,
-                             detector_width=6, log=lambda s: None)
-    trained, header = load_checkpoint(ckpt)
+                             detector_width=detector_width, log=lambda s: None)
+    return (base, *load_checkpoint(ckpt))
+
+
+def test_detector_only_training_changes_only_a_fresh_detector_and_reports_detection(tmp_path: Path) -> None:
+    base, trained, header = _train_from_tiny(tmp_path, detector_width=6, detector_only=True, pos_weight=2.0)
     assert trained.config.restoration.detector_width == 6
     before, after = base.state_dict(), trained.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("restoration.detector."))
@@ -222,14 +229,7 @@ def test_detector_only_training_changes_only_a_fresh_detector_and_reports_detect
 
 
 def test_repair_only_training_keeps_the_detector_and_changes_the_repair(tmp_path: Path) -> None:
-    photos = _photos(tmp_path / "photos", 3)
-    base = build_model("tiny")
-    base_path = tmp_path / "base.safetensors"
-    save_checkpoint(base, base_path)
-    cfg = RestorationTrainConfig(crop=32, batch_size=2, steps=2, val_every=2, workers=0, scan_long_side=(80, 160),
-                                 repair_only=True, lr=1e-2)
-    trained, _ = load_checkpoint(train_restoration(photos[:2], photos[2:], tmp_path / "run", cfg,
-                                                   base_model=base_path, log=lambda s: None))
+    base, trained, _ = _train_from_tiny(tmp_path, repair_only=True)
     before, after = base.state_dict(), trained.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(("restoration.levels.", "restoration.fuse.")) for k in changed)

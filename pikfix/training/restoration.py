@@ -178,7 +178,7 @@ def with_detector_of(base: PikFix, source: PikFix) -> PikFix:
     """A copy of ``base`` whose damage detector, config and weights, is ``source``'s (e.g. from
     a detector-only run); every other weight is ``base``'s."""
     cfg = source.config.restoration
-    model = rebuilt(base, "restoration.detector.", detector_width=cfg.detector_width, detector_tophat=cfg.detector_tophat)
+    model = fresh_detector(base, cfg.detector_width, cfg.detector_tophat)
     model.restoration.detector.load_state_dict(source.restoration.detector.state_dict())
     return model
 
