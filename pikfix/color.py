@@ -131,3 +131,11 @@ def grey_lightness(grey: np.ndarray) -> np.ndarray:
     y = np.where(g <= 0.04045, g / 12.92, ((g + 0.055) / 1.055) ** 2.4)
     f = np.where(y > _EPS, np.cbrt(np.maximum(y, _EPS)), (_KAPPA * y + 16.0) / 116.0)
     return (116.0 * f - 16.0).astype(np.float32)
+
+
+def lightness_grey(l: np.ndarray) -> np.ndarray:
+    """The sRGB grey image (H, W) in [0, 1] whose Lab L is ``l`` (H, W) in [0, 100]; the inverse
+    of ``grey_lightness``, so damage drawn on L can be handed on as a grey photo."""
+    f = (np.clip(l, 0.0, 100.0).astype(np.float32) + 16.0) / 116.0
+    y = np.clip(np.where(f**3 > _EPS, f**3, (116.0 * f - 16.0) / _KAPPA), 0.0, 1.0)
+    return np.where(y <= 0.0031308, 12.92 * y, 1.055 * y ** (1 / 2.4) - 0.055).astype(np.float32)

@@ -51,7 +51,11 @@ def bench(
     restoration: bool = typer.Option(
         False, "--restoration", help="--synthetic: score restoration alone (luminance) on the evaluation damage."
     ),
-    recipe: str = typer.Option("eval", "--recipe", help="--restoration damage: eval, cracks (3-15 px) or clean."),
+    recipe: Optional[str] = typer.Option(
+        None, "--recipe",
+        help="Damage of photos damaged on the fly: eval (default; never used in training), cracks (3-15 px); "
+        "--restoration also clean; the colour bench also training (pikfix.training.degradation).",
+    ),
     long_side: int = typer.Option(512, "--long-side", help="--restoration: photos resized to this long side (px)."),
     restore_size: int = typer.Option(2048, "--restore-size", help="Longest side (px) at which models repair damage."),
     presets: list[str] = typer.Option([], "--presets", help="--speed: presets, comma-separated [lite,paper]."),
@@ -77,15 +81,16 @@ def bench(
                 raise fail("--restoration scores clean photos damaged on the fly: give a folder of photos")
             photos = synthetic if synthetic is not None else folder
             dataset = _dataset(None, None, None, None, photos, False, val_split, val_fraction, seed, False).head(max_images)
-            _restoration(out, dataset, model, recipe, long_side, seed, device, tile, tile_overlap, restore_size, baselines)
+            _restoration(out, dataset, model, recipe or "eval", long_side, seed, device, tile, tile_overlap, restore_size, baselines)
             return
-        dataset = _dataset(folder, realold, inputs, targets, synthetic, colorization_only, val_split, val_fraction, seed, faded)
+        dataset = _dataset(folder, realold, inputs, targets, synthetic, colorization_only, val_split, val_fraction, seed, faded, recipe)
         if folder is not None and ref_mode is None and not (ref or refs or index):
             ref_mode = "ground-truth-crop"  # the design card's short form: matched references
         mode = _reference_mode(ref_mode, ref, refs, index)
         config = {
             "mode": "quality", "folder": folder, "kind": dataset.kind, "realold": realold, "inputs": inputs, "targets": targets, "synthetic": synthetic,
-            "colorization_only": colorization_only, "faded": faded, "top_k": top_k, "val_split": val_split, "val_fraction": val_fraction,
+            "colorization_only": colorization_only, "faded": faded, "recipe": dataset.recipe if dataset.kind == "synthetic" else None,
+            "top_k": top_k, "val_split": val_split, "val_fraction": val_fraction,
             "seed": seed, "max_images": max_images, "ref_mode": mode, "ref": ref, "refs": refs, "index": index,
             "models": model, "baselines": baselines, "device": device, "work_size": work_size, "tile": tile,
             "tile_overlap": tile_overlap, "fresh": fresh,
@@ -124,7 +129,7 @@ def _parse_sizes(values: list[str]) -> list[float]:
 
 def _dataset(
     folder: Optional[Path], realold: Optional[Path], inputs: Optional[Path], targets: Optional[Path], synthetic: Optional[Path],
-    colorization_only: bool, val_split: bool, val_fraction: float, seed: int, faded: bool,
+    colorization_only: bool, val_split: bool, val_fraction: float, seed: int, faded: bool, recipe: Optional[str] = None,
 ) -> "Dataset":
     """Exactly one test set from the options, with its unusable files listed as warnings."""
     from pikfix.benchmark.data import detect_dataset, realold_pairs, stem_pairs, synthetic_set
@@ -138,17 +143,21 @@ def _dataset(
         raise fail("--colorization-only, --faded and --val-split apply to --synthetic only")
     if colorization_only and faded:
         raise fail("--colorization-only (grey inputs) and --faded (colour inputs) exclude each other")
+    if recipe is not None and (colorization_only or faded or realold is not None or inputs is not None):
+        raise fail("--recipe damages clean photos on the fly; not with --colorization-only, --faded or photo pairs")
     if folder is not None:
         if faded:
             raise fail("--faded applies to --synthetic DIR (clean photos faded on the fly)")
-        dataset = detect_dataset(folder, colorization_only, seed, val_split, val_fraction)
+        dataset = detect_dataset(folder, colorization_only, seed, val_split, val_fraction, recipe or "eval")
+        if recipe is not None and dataset.kind != "synthetic":
+            raise fail(f"--recipe damages clean photos on the fly; {folder} holds {dataset.kind} photo pairs")
     elif realold is not None:
         dataset = realold_pairs(realold)
     elif inputs is not None and targets is not None:
         dataset = stem_pairs(inputs, targets)
     else:
         assert synthetic is not None
-        dataset = synthetic_set(synthetic, colorization_only, seed, val_split, val_fraction, faded)
+        dataset = synthetic_set(synthetic, colorization_only, seed, val_split, val_fraction, faded, recipe or "eval")
     for path, reason in dataset.skipped:
         warn(f"{path}: skipped ({reason})")
     dataset.require_samples()

@@ -31,7 +31,9 @@ from pikfix.benchmark.data import (
 from pikfix.benchmark.report import write_quality_report
 from pikfix.benchmark.runner import Method, _speed_case, run_quality, run_speed, score
 from pikfix.checkpoint import save_checkpoint
-from pikfix.training.degradation import to_grey
+from pikfix.benchmark.damage import damage
+from pikfix.color import grey_lightness, lightness_grey, luminance
+from pikfix.training.degradation import degrade_seeded, to_grey
 from pikfix.imageio import read_image, to_float
 from pikfix.metrics import lpips_status
 from pikfix.model import build_model
@@ -112,6 +114,27 @@ def test_synthetic_samples_are_reproducible_and_colorization_only_is_clean_grey(
     assert clean.ops == []
     np.testing.assert_allclose(clean.old[..., 0], to_grey(clean.truth), atol=1e-6)
     assert np.array_equal(clean.old[..., 0], clean.old[..., 2])
+
+
+def test_synthetic_damage_recipe_eval_by_default_or_training(photos: Path) -> None:
+    evaluation = synthetic_set(photos, seed=3)
+    assert evaluation.recipe == "eval" and "evaluation recipe" in evaluation.describe()
+    sample = evaluation.samples[0]
+    loaded = load_sample(evaluation, sample)
+    # The grey input carries exactly the evaluation recipe's damaged L.
+    expected = damage(luminance(loaded.truth) / 100.0, "eval", sample.seed).grey * 100.0
+    np.testing.assert_allclose(grey_lightness(loaded.old[..., 0]), expected, atol=0.05)
+    assert np.array_equal(loaded.old[..., 0], loaded.old[..., 1])
+    training = synthetic_set(photos, seed=3, recipe="training")
+    trained_kind = load_sample(training, training.samples[0])
+    np.testing.assert_array_equal(trained_kind.old[..., 0], degrade_seeded(trained_kind.truth, sample.seed).grey)
+    with pytest.raises(BenchError, match="damage recipe 'clean'"):
+        synthetic_set(photos, recipe="clean")
+
+
+def test_lightness_grey_inverts_grey_lightness() -> None:
+    l = np.linspace(0.0, 100.0, 201, dtype=np.float32).reshape(3, 67)
+    np.testing.assert_allclose(grey_lightness(lightness_grey(l)), l, atol=0.02)
 
 
 def test_val_split_is_the_training_split(tmp_path: Path) -> None:
@@ -369,6 +392,9 @@ def test_cli_pairs_resize_mismatched_inputs_and_list_unmatched(tmp_path: Path, p
         (["--inputs", "{photos}", "--ref-mode", "ground-truth-crop"], "--inputs and --targets go together"),
         (["--speed", "--synthetic", "{photos}"], "belong to quality runs"),
         (["--speed", "--presets", "huge"], "unknown preset"),
+        (["--synthetic", "{photos}", "--recipe", "clean", "--ref-mode", "random-other"], "damage recipe 'clean'"),
+        (["--synthetic", "{photos}", "--colorization-only", "--recipe", "eval", "--ref-mode", "random-other"],
+         "--recipe damages clean photos on the fly"),
     ],
 )
 def test_cli_bad_input_gives_one_clear_line(tmp_path: Path, photos: Path, args: list[str], message: str) -> None:

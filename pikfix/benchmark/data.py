@@ -9,9 +9,11 @@ Test sets:
   compared case-insensitively. So ``12o.jpg`` pairs with ``12t.jpg``, ``12_t.png`` or
   ``12-T_colour.tif``, but not with ``112t.jpg``.
 * Generic pairs (``stem_pairs``): ``inputs/x.jpg`` pairs with ``targets/x.png`` (same stem).
-* Synthetic (``synthetic_set``): clean colour photos, damaged on the fly by
-  ``pikfix.training.degradation`` with a per-photo seed, or only turned grey (colorization only),
-  or faded in colour (``fade_colour``: a faded colour print, which should keep its colours).
+* Synthetic (``synthetic_set``): clean colour photos, damaged on the fly with a per-photo seed,
+  by default with the evaluation recipe ``eval`` of ``pikfix.benchmark.damage`` (damage no model
+  trained on; ``cracks`` also works) or, with ``recipe="training"``, by the training recipe
+  ``pikfix.training.degradation``; or only turned grey (colorization only), or faded in colour
+  (``fade_colour``: a faded colour print, which should keep its colours).
 
 Files without a partner, or with an ambiguous one, are listed in ``Dataset.skipped``.
 ``detect_dataset`` tells these kinds apart from a folder's layout (`pikfix bench DIR`).
@@ -34,10 +36,12 @@ import torch.nn.functional as F
 from pikfix.training.data import DataConfig, DataError, scan_images, split
 from pikfix.training.degradation import degrade_seeded, to_grey
 from pikfix.imageio import ImageReadError, find_images, read_image, to_float
-from pikfix.color import luminance
+from pikfix.benchmark.damage import damage
+from pikfix.color import lightness_grey, luminance
 from pikfix.retrieval.store import sha256_file
 
 REF_MODES = ("file", "auto", "ground-truth-crop", "random-other")
+SYNTHETIC_RECIPES = ("eval", "cracks", "training")  # damage of synthetic sets; "clean" is --colorization-only
 GT_CROP = 0.7  # side share of the central ground-truth crop used as an upper-bound reference
 
 _REALOLD_OLD = re.compile(r"(?P<id>.*?\d)[ _.-]?o", re.IGNORECASE)
@@ -76,13 +80,19 @@ class Dataset:
     samples: list[Sample]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seed: int = 0
+    recipe: str = "eval"  # damage of a "synthetic" set: one of SYNTHETIC_RECIPES
 
     def describe(self) -> str:
         """One line for the report."""
         what = {
             "realold": "real old photos with restored ground truth (RealOld naming)",
             "pairs": "old photos paired with ground truth by file stem",
-            "synthetic": f"clean colour photos damaged by pikfix.training.degradation (seed {self.seed})",
+            "synthetic": (
+                f"clean colour photos damaged by the training recipe pikfix.training.degradation (seed {self.seed})"
+                if self.recipe == "training" else
+                f"clean colour photos damaged by the evaluation recipe {self.recipe!r} of pikfix.benchmark.damage, "
+                f"never used in training (seed {self.seed})"
+            ),
             "colorization": "clean colour photos turned grey without damage (colorization only)",
             "faded": "clean colour photos faded in colour (low contrast, a cast, dull colour): colour inputs",
         }[self.kind]
@@ -104,7 +114,7 @@ class Dataset:
             return self
         if max_images < 1:
             raise BenchError(f"--max-images must be at least 1, got {max_images}")
-        return Dataset(self.kind, self.source, self.samples[:max_images], self.skipped, self.seed)
+        return Dataset(self.kind, self.source, self.samples[:max_images], self.skipped, self.seed, self.recipe)
 
 
 def safe_id(text: str) -> str:
@@ -171,13 +181,14 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def detect_dataset(
-    folder: Path, colorization_only: bool = False, seed: int = 0, val_split: bool = False, val_fraction: float = 0.1
+    folder: Path, colorization_only: bool = False, seed: int = 0, val_split: bool = False, val_fraction: float = 0.1,
+    recipe: str = "eval",
 ) -> Dataset:
     """The test set a folder holds, told by its layout (`pikfix bench DIR`).
 
     ``inputs/`` + ``targets/`` subfolders: pairs by file stem; every image named ``<id>o`` /
     ``<id>t``: RealOld pairs; other images: clean photos damaged on the fly (synthetic, or
-    grey only with ``colorization_only``).  An empty folder, one with only ``inputs/`` or
+    grey only with ``colorization_only``; damage ``recipe``).  An empty folder, one with only ``inputs/`` or
     ``targets/``, or one that mixes kinds raises ``BenchError`` saying what was found.
     """
     images = _images_in(folder, "test")
@@ -206,7 +217,7 @@ def detect_dataset(
         )
     if named:
         return _synthetic_only(realold_pairs(folder), colorization_only, val_split)
-    return synthetic_set(folder, colorization_only, seed, val_split, val_fraction)
+    return synthetic_set(folder, colorization_only, seed, val_split, val_fraction, recipe=recipe)
 
 
 def _synthetic_only(dataset: Dataset, colorization_only: bool, val_split: bool) -> Dataset:
@@ -237,14 +248,17 @@ def fade_colour(rgb: np.ndarray, seed: int) -> np.ndarray:
 
 def synthetic_set(
     folder: Path, colorization_only: bool = False, seed: int = 0, val_split: bool = False, val_fraction: float = 0.1,
-    faded: bool = False,
+    faded: bool = False, recipe: str = "eval",
 ) -> Dataset:
-    """Clean colour photos whose old inputs are made on the fly, reproducibly for ``seed``.
+    """Clean colour photos whose old inputs are made on the fly, reproducibly for ``seed``,
+    damaged by ``recipe`` (one of ``SYNTHETIC_RECIPES``).
 
     ``val_split`` keeps only the validation photos of a training run on the same folder with
     the same seed and ``val_fraction`` (and default data settings): the photos are screened
     with ``pikfix.data.scan_images`` and split with ``pikfix.data.split`` exactly as training does.
     """
+    if recipe not in SYNTHETIC_RECIPES:
+        raise BenchError(f"damage recipe {recipe!r}: choose one of {', '.join(SYNTHETIC_RECIPES)}")
     skipped: list[tuple[str, str]] = []
     if val_split:
         try:
@@ -267,7 +281,7 @@ def synthetic_set(
     if colorization_only and faded:
         raise BenchError("colorization-only (grey input) and faded (colour input) exclude each other")
     kind = "faded" if faded else "colorization" if colorization_only else "synthetic"
-    return Dataset(kind, str(folder), sorted(samples, key=lambda s: s.id), skipped, seed)
+    return Dataset(kind, str(folder), sorted(samples, key=lambda s: s.id), skipped, seed, recipe)
 
 
 @dataclass
@@ -301,9 +315,12 @@ def load_sample(dataset: Dataset, sample: Sample, warn: Warn = ignore_warning) -
         return LoadedSample(fade_colour(truth, sample.seed), truth, ["fade_colour"])
     if dataset.kind == "colorization":
         grey, ops = to_grey(truth), []
-    else:
+    elif dataset.recipe == "training":
         damaged = degrade_seeded(truth, sample.seed)
         grey, ops = damaged.grey, damaged.ops
+    else:  # the evaluation recipe works on L / 100; its result goes on as the grey with that L
+        grey = lightness_grey(damage(luminance(truth) / 100.0, dataset.recipe, sample.seed).grey * 100.0)
+        ops = [f"eval recipe {dataset.recipe}"]
     return LoadedSample(np.repeat(grey[..., None], 3, axis=2), truth, ops)
 
 

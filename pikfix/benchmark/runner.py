@@ -352,7 +352,7 @@ def _run_sample(run: QualityRun, sample: Sample, lpips_metric: LPIPSMetric | Non
     """Fill ``run`` with one photo's records, computing only what the cache lacks."""
     cache = run.cache
     sample_key = _fingerprint({
-        "kind": run.dataset.kind, "truth": file_identity(sample.truth),
+        "kind": run.dataset.kind, "recipe": run.dataset.recipe, "truth": file_identity(sample.truth),
         "old": file_identity(sample.old) if sample.old else None, "seed": sample.seed,
         "reference": run.references.source(sample),
     })
