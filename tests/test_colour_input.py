@@ -102,3 +102,13 @@ def test_restore_colour_uses_the_restored_luminance_row_strips_included():
     out = restore_colour(scene, l, fit_correction(scene))
     assert out.shape == scene.shape
     assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_the_correction_is_fitted_on_the_restored_luminance_so_tone_is_not_stretched_twice():
+    scene = _scene(6)
+    faded = _fade(scene)
+    l = luminance(scene)  # a restoration that has already undone the fading in L
+    once = restore_colour(faded, l, fit_correction(faded, l))
+    twice = restore_colour(faded, l, fit_correction(faded))  # fitted on the faded tones
+    tone_error = lambda x: float(np.abs(luminance(x) - l).mean())  # noqa: E731
+    assert tone_error(once) < 0.5 * tone_error(twice)
