@@ -2,26 +2,29 @@
 
 The repair network of the shipped model does not remove noise (on the validation photos it
 leaves white noise of any strength as it found it), and the tone head's contrast stretch
-makes noise stronger. So the restored L goes through an edge-preserving (bilateral) filter
-whose strength follows the noise measured on the photo itself; below ``NOISE_THRESHOLD`` the
-filter is off and a clean photo is left exactly as it is.
+makes noise stronger. So where the photo shows noise the restored L goes through the model's
+learned denoiser (``pikfix.nets.denoise``) or, for a model without one, an edge-preserving
+(bilateral) filter whose strength follows the noise measured on the photo itself; below
+``NOISE_THRESHOLD`` neither runs and a clean photo is left exactly as it is.
 
 Noise is measured as Immerkaer (1996) does: the 3x3 filter [[1,-2,1],[-2,4,-2],[1,-2,1]]
 cancels smooth shading, and its mean absolute response times sqrt(pi/2) / 6 is the sigma of
 white Gaussian noise. It is averaged per 16 x 16 block and the 5th percentile of the blocks
 is kept: the photo's flattest areas, where fur, foliage or stonework cannot pass for noise.
-Both passes run in row strips, so a 24 MP scan costs a strip's memory, not a copy.
+Every pass runs in row strips, so a 24 MP scan costs a strip's memory, not a copy.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pikfix.color import STRIP_ROWS
+from pikfix.nets.denoise import HALO, Denoiser
 
 NOISE_THRESHOLD = 0.5  # L units: every clean validation photo measures below 0.4
 BLOCK = 16  # px, side of the blocks the noise is measured in
@@ -68,23 +71,51 @@ def _bilateral(x: torch.Tensor, range_sigma: float) -> torch.Tensor:
     return total.div_(weights)
 
 
-def denoise(l: np.ndarray, sigma: float | None = None) -> tuple[float, bool]:
+def _in_strips(l: np.ndarray, halo: int, filter_: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Run ``filter_`` over L (H, W) in place, in row strips of ``STRIP_ROWS``.
+
+    ``filter_`` takes a strip padded by ``halo`` px on every side, (1, 1, rows + 2 halo,
+    W + 2 halo), and returns the strip's rows unpadded (1, 1, rows, W). The rows just above a
+    strip have been overwritten by the previous one, so their input values are kept aside.
+    """
+    h, _ = l.shape
+    above = None
+    for y0 in range(0, h, STRIP_ROWS):
+        y1 = min(h, y0 + STRIP_ROWS)
+        top, bottom = max(0, y0 - halo), min(h, y1 + halo)
+        rows = np.array(l[top:bottom], dtype=np.float32)
+        if above is not None:
+            rows[: y0 - top] = above[len(above) - (y0 - top) :]
+        above = rows[max(0, y1 - halo - top) : y1 - top].copy()
+        strip = torch.from_numpy(rows).view(1, 1, *rows.shape)
+        mode = "reflect" if min(rows.shape) > halo else "replicate"
+        padded = F.pad(strip, (halo, halo, halo - (y0 - top), halo - (bottom - y1)), mode=mode)
+        l[y0:y1] = filter_(padded)[0, 0].clamp(0.0, 100.0).numpy()
+
+
+def _net_filter(net: Denoiser, sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The learned denoiser, told the photo's noise ``sigma``, as a strip filter on padded L in
+    [0, 100], on the net's device."""
+    param = next(net.parameters())
+    level = torch.tensor([sigma], device=param.device)
+
+    def run(padded: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = net(padded.to(param.device, param.dtype) / 100.0, level).float().cpu() * 100.0
+        return out[..., HALO:-HALO, HALO:-HALO]
+
+    return run
+
+
+def denoise(l: np.ndarray, sigma: float | None = None, net: Denoiser | None = None) -> tuple[float, bool]:
     """Denoise L (H, W) in [0, 100] in place if its noise (``noise_sigma``, or ``sigma``)
-    reaches ``NOISE_THRESHOLD``; returns (the noise measured, whether it was filtered)."""
+    reaches ``NOISE_THRESHOLD``, with the learned ``net`` when given, else the bilateral filter;
+    returns (the noise measured, whether it was filtered)."""
     sigma = noise_sigma(l) if sigma is None else sigma
     if sigma < NOISE_THRESHOLD:
         return sigma, False
-    h, w = l.shape
-    above = None  # the input rows just above a strip: the previous strip has overwritten them
-    for y0 in range(0, h, STRIP_ROWS):
-        y1 = min(h, y0 + STRIP_ROWS)
-        top, bottom = max(0, y0 - RADIUS), min(h, y1 + RADIUS)
-        rows = np.array(l[top:bottom], dtype=np.float32)
-        if above is not None:
-            rows[: y0 - top] = above
-        above = rows[y1 - RADIUS - top : y1 - top].copy()
-        strip = torch.from_numpy(rows).view(1, 1, *rows.shape)
-        pad = (RADIUS, RADIUS, RADIUS - (y0 - top), RADIUS - (bottom - y1))
-        padded = F.pad(strip, pad, mode="reflect")
-        l[y0:y1] = _bilateral(padded, RANGE_FACTOR * sigma)[0, 0].clamp(0.0, 100.0).numpy()
+    if net is not None:
+        _in_strips(l, HALO, _net_filter(net, sigma))
+    else:
+        _in_strips(l, RADIUS, lambda padded: _bilateral(padded, RANGE_FACTOR * sigma))
     return sigma, True

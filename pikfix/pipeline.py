@@ -230,7 +230,7 @@ class FixPipeline:
             out, full_mask = _put_repair_on_full(l, l_norm, restored, used_mask)
         if not self.denoise:
             return Restored(out, full_mask)
-        noise, denoised = denoise(out)  # in place: ``out`` is a new array
+        noise, denoised = denoise(out, net=self.model.restoration.denoiser)  # in place: ``out`` is a new array
         return Restored(out, full_mask, noise, denoised)
 
     def _restore_tone(self, l: np.ndarray, in_place: bool = False) -> np.ndarray:

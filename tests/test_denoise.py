@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from PIL import Image
+
 from pikfix import denoise as D
 from pikfix.model import build_model
+from pikfix.nets.denoise import HALO, Denoiser
 from pikfix.pipeline import FixPipeline
+from pikfix.training.denoise import DenoiseTrainConfig, capture_only, evaluate, make_pool, train_denoiser, with_denoiser
 
 
 def _scene(h: int = 300, w: int = 200) -> np.ndarray:
@@ -71,3 +77,85 @@ def test_the_pipeline_denoises_unless_told_not_to() -> None:
     assert _psnr(on.l, clean) > _psnr(off.l, clean) + 4
     clean_out = FixPipeline(model, "cpu", tile=64, tile_overlap=16).restore_l(clean, mask=nothing)
     assert not clean_out.denoised and np.abs(clean_out.l - clean).max() < 1e-3
+
+
+# --------------------------------------------------------------------------- the learned denoiser
+
+def _learned(width: int = 4, shift: float = 0.0) -> Denoiser:
+    """A denoiser whose predicted noise is the constant ``shift`` (L / 100): a visible, known effect."""
+    net = Denoiser(width).eval()
+    with torch.no_grad():
+        net.body[-1].weight.zero_()
+        net.body[-1].bias.fill_(shift)
+    return net
+
+
+def test_the_learned_denoiser_keeps_odd_sizes() -> None:
+    net = _learned(shift=0.02)
+    noisy = _noisy(_scene(37, 53), 3.0)
+    assert net(torch.from_numpy(noisy)[None, None] / 100, torch.tensor([3.0])).shape == (1, 1, 37, 53)
+    out = noisy.copy()
+    D.denoise(out, net=net)
+    np.testing.assert_allclose(out, np.clip(noisy - 2.0, 0, 100), atol=1e-3)
+
+
+def test_the_learned_denoiser_runs_in_strips_like_on_the_whole_photo() -> None:
+    net = Denoiser(4).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.3)
+    noisy = _noisy(_scene(2 * 256 + 37, 90), 3.0)  # three strips, the last one short
+    sigma = D.noise_sigma(noisy)
+    whole = F.pad(torch.from_numpy(noisy)[None, None], (HALO,) * 4, mode="reflect")
+    with torch.no_grad():
+        expected = (net(whole / 100, torch.tensor([sigma])) * 100)[0, 0, HALO:-HALO, HALO:-HALO].clamp(0, 100).numpy()
+    out = noisy.copy()
+    assert D.denoise(out, net=net) == (sigma, True)
+    assert np.abs(out - expected).max() < 1e-3
+    louder = noisy.copy()
+    D.denoise(louder, sigma=3 * sigma, net=net)
+    assert np.abs(louder - out).max() > 0.1  # the net is told the noise level
+    clean = _scene()
+    kept = clean.copy()
+    assert not D.denoise(kept, net=_learned(shift=0.1))[1] and np.array_equal(kept, clean)  # below the threshold: off
+
+
+def test_the_pipeline_uses_the_models_learned_denoiser() -> None:
+    model = with_denoiser(build_model("tiny"), 4).eval()
+    model.restoration.denoiser = _learned(shift=0.05)  # "noise" of 5 L everywhere
+    noisy = _noisy(_scene(160, 128), 3.0)
+    nothing = np.zeros_like(noisy)
+    out = FixPipeline(model, "cpu", tile=64, tile_overlap=16).restore_l(noisy, mask=nothing)
+    assert out.denoised
+    np.testing.assert_allclose(out.l, np.clip(noisy - 5.0, 0, 100), atol=1e-3)
+
+
+def test_denoiser_samples_are_reproducible_and_training_lowers_the_error(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        yy, xx = np.mgrid[0:160, 0:200] / 200.0
+        rgb = np.stack([xx, yy, 0.5 + 0.3 * np.sin(xx * 9 + i)], -1) * rng.uniform(0.6, 1, 3)
+        paths.append(tmp_path / f"p{i}.png")
+        Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(paths[-1])
+    assert all(getattr(capture_only(), name) == 0 for name in ("p_scratches", "p_dust", "p_fade", "p_cracks"))
+    noise_only = dataclasses.replace(  # what a few steps can learn: noise, not blur
+        capture_only(), p_grain=0.0, p_blur=0.0, p_defocus=0.0, p_motion=0.0, p_lowres=0.0, p_jpeg=0.0,
+        p_halftone=0.0, p_paper=0.0, p_noise=1.0,
+    )
+    config = DenoiseTrainConfig(
+        width=8, crop=32, batch_size=16, steps=150, lr=3e-3, scan_long_side=(200, 300), degradation=noise_only
+    )
+    pool = make_pool(paths, config, 64, seed=0, log=lambda _: None)
+    again = make_pool(paths, config, 64, seed=0, log=lambda _: None)
+    assert all(torch.equal(getattr(pool, f), getattr(again, f)) for f in ("inputs", "targets", "sigmas"))
+    noisy = (pool.inputs != pool.targets).flatten(1).any(1)
+    assert pool.sigmas[noisy].mean() > pool.sigmas[~noisy].mean()  # each sample's measured noise
+    val = make_pool(paths, config, 32, seed=1, log=lambda _: None)
+    model = with_denoiser(build_model("tiny"), config.width)
+    before = evaluate(model, val)
+    saved = []
+    after = train_denoiser(model, pool, val, config, save=saved.append, log=lambda _: None)
+    assert after["step"] == 150 and saved and saved[-1]["step"] == 150
+    assert after["l1"] < 0.9 * before["l1"]  # from its random start towards the targets

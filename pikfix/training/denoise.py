@@ -1,0 +1,180 @@
+"""Training the denoiser (``pikfix.nets.denoise``) alone, on noise the training recipe draws.
+
+The denoiser runs after the repair and the tone head, so its samples hold only what those
+leave: windows of training photos at random scan sizes no larger than the photo (``scan_crop``;
+a first run that also upscaled smoothed fur and stonework away) damaged by the training
+recipe's capture and texture steps (noise, grain, blur, low resolution, JPEG, halftone, paper
+texture), with no local defects and no global ageing. The tone head's contrast stretch
+amplifies noise, so input and target are stretched alike by a random ``gain`` about their
+mean. ``clean_fraction`` of the samples are clean, so clean areas are left alone. Each sample
+records its noise as ``pikfix.denoise.noise_sigma`` measures it on the input, which the net is
+told, as at run time. Loss: L1 on L / 100. The samples are drawn once (a pool, seeded per sample) and batches are drawn from it
+with flips and transposes; the rest of the model is not touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pikfix.color import grey_lightness
+from pikfix.denoise import noise_sigma
+from pikfix.imageio import read_image, to_float
+from pikfix.model import PikFix
+from pikfix.training.degradation import SCAN_LONG_SIDE, DegradationConfig, degrade, scan_crop, to_grey
+from pikfix.training.restoration import config_dict, rebuilt
+
+# What the repair and the tone head handle before the denoiser runs: not drawn here.
+_NOT_DRAWN = (
+    "p_scratches", "p_cracks", "p_crack_network", "p_crazing", "p_noise_cracks", "p_dust", "p_tears", "p_holes",
+    "p_flaking", "p_paper_mask", "p_creases", "p_folds", "p_stains", "p_mould", "p_silvering", "p_fade", "p_cast",
+    "p_vignette",
+)
+
+
+def capture_only() -> DegradationConfig:
+    """The training recipe with its capture and texture steps only (see the module docstring)."""
+    return dataclasses.replace(DegradationConfig(), **{name: 0.0 for name in _NOT_DRAWN})
+
+
+@dataclass(frozen=True)
+class DenoiseTrainConfig:
+    """Everything a denoiser run depends on; recorded in the checkpoint."""
+
+    width: int = 32
+    crop: int = 96
+    batch_size: int = 32
+    steps: int = 4000
+    lr: float = 1e-3
+    lr_min: float = 2e-5  # cosine decay from lr to lr_min over ``steps``
+    clean_fraction: float = 0.1
+    gain: tuple[float, float] = (1.0, 2.0)  # contrast stretch of input and target alike
+    pool: int = 8192  # training samples drawn once
+    val_samples: int = 512
+    seed: int = 0
+    scan_long_side: tuple[float, float] = SCAN_LONG_SIDE
+    degradation: DegradationConfig = dataclasses.field(default_factory=capture_only)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = config_dict(self)
+        out["gain"] = list(self.gain)
+        return out
+
+
+@dataclass
+class DenoisePool:
+    """Samples: inputs and targets (N, 1, crop, crop) as L / 100, and the inputs' noise as
+    ``noise_sigma`` measures it (N,), in L units: what the net is told at run time."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    sigmas: torch.Tensor
+
+
+def make_pool(
+    paths: Sequence[Path], config: DenoiseTrainConfig, count: int, seed: int, log: Callable[[str], None] = print
+) -> DenoisePool:
+    """``count`` samples; sample ``i`` is seeded by (seed, i) and draws its photo, so a pool is
+    reproducible."""
+    photos = [to_float(read_image(p).pixels) for p in paths]
+    inputs = torch.empty(count, 1, config.crop, config.crop)
+    targets = torch.empty_like(inputs)
+    sigmas = torch.empty(count)
+    for i in range(count):
+        rng = np.random.default_rng([seed, i])
+        photo = photos[int(rng.integers(len(photos)))]
+        # Never larger than the photo itself: an upscaled window is smooth at the pixel level,
+        # and a net trained on such windows takes every scan's fine texture for noise.
+        long_side = (config.scan_long_side[0], min(config.scan_long_side[1], max(photo.shape[:2])))
+        window, win = scan_crop(photo, config.crop, rng, long_side)
+        clean = grey_lightness(to_grey(window)) / 100.0
+        noisy = clean if rng.random() < config.clean_fraction else grey_lightness(degrade(window, rng, config.degradation, win).grey) / 100.0
+        gain, mean = rng.uniform(*config.gain), float(clean.mean())
+        inputs[i, 0] = torch.from_numpy(np.clip(mean + gain * (noisy - mean), 0.0, 1.0))
+        targets[i, 0] = torch.from_numpy(np.clip(mean + gain * (clean - mean), 0.0, 1.0))
+        sigmas[i] = noise_sigma(inputs[i, 0].numpy() * 100.0)
+        if (i + 1) % 2000 == 0:
+            log(f"denoiser samples: {i + 1}/{count}")
+    return DenoisePool(inputs, targets, sigmas)
+
+
+def with_denoiser(base: PikFix, width: int) -> PikFix:
+    """A copy of ``base`` with a fresh (identity) denoiser of ``width``; all other weights kept."""
+    return rebuilt(base, "restoration.denoiser.", denoiser_width=width)
+
+
+def _psnr(out: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR (dB, peak 1) of the mean squared error over all samples (clean ones have none)."""
+    return float(-10.0 * torch.log10(((out - target) ** 2).mean().clamp(min=1e-12)))
+
+
+def evaluate(model: PikFix, val: DenoisePool) -> dict[str, float]:
+    """Validation L1 and PSNR (L / 100) of the input and of the denoised input."""
+    net = model.restoration.denoiser
+    inputs, targets = val.inputs, val.targets
+    with torch.inference_mode():
+        out = torch.cat([net(x, s).clamp(0.0, 1.0) for x, s in zip(inputs.split(64), val.sigmas.split(64))])
+    return {
+        "l1_input": float((inputs - targets).abs().mean()), "l1": float((out - targets).abs().mean()),
+        "psnr_input": _psnr(inputs, targets), "psnr": _psnr(out, targets),
+    }
+
+
+def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flip and transpose of a batch's inputs and targets."""
+    k = int(torch.randint(8, (1,), generator=generator))
+    if k & 1:
+        x, y = x.flip(-1), y.flip(-1)
+    if k & 2:
+        x, y = x.flip(-2), y.flip(-2)
+    if k & 4:
+        x, y = x.transpose(-1, -2), y.transpose(-1, -2)
+    return x, y
+
+
+def train_denoiser(
+    model: PikFix, train: DenoisePool, val: DenoisePool,
+    config: DenoiseTrainConfig, time_limit: float | None = None, save: Callable[[dict[str, float]], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Fit the model's denoiser (only) on the ``train`` pool for ``config.steps`` steps or until
+    ``time_limit`` seconds pass; ``save`` is called with the validation metrics every 500 steps
+    and at the end. Returns the final validation metrics (with the step count)."""
+    torch.manual_seed(config.seed)
+    net = model.restoration.denoiser
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    started, step, metrics = time.monotonic(), 0, evaluate(model, val)
+    log(f"step 0: {metrics}")
+    while step < config.steps and (time_limit is None or time.monotonic() - started < time_limit):
+        lr = config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * step / config.steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        pick = torch.randint(len(train.inputs), (config.batch_size,), generator=generator)
+        x, y = _augment(train.inputs[pick], train.targets[pick], generator)
+        loss = (net(x, train.sigmas[pick]) - y).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 500 == 0 or step == config.steps:
+            net.eval()
+            metrics = {**evaluate(model, val), "step": step}
+            net.train()
+            log(f"step {step} ({time.monotonic() - started:.0f} s): loss {loss.item():.4f} {metrics}")
+            if save is not None:
+                save(metrics)
+    net.eval()
+    metrics = {**evaluate(model, val), "step": step}
+    if save is not None:
+        save(metrics)
+    return metrics
