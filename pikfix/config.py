@@ -104,12 +104,12 @@ def _sub(kind: type, data: dict[str, Any], section: str) -> Any:
 
 def _paper() -> ModelConfig:
     """Close to the paper's sizes (DenseNet 6/12/24/16 encoder, 256 bins), plus the damage
-    detector and the tone head. The paper's ImageNet ResNet34 installs nowhere offline, so the similarity sub-net
+    detector, the tone head and the denoiser. The paper's ImageNet ResNet34 installs nowhere offline, so the similarity sub-net
     uses ImageNet VGG19 (Oxford's, ``make weights``), the correspondence features of He et al.
     (2018), frozen."""
     return ModelConfig(
         preset="paper",
-        restoration=RestorationConfig(detector_width=32, tone_width=64),
+        restoration=RestorationConfig(detector_width=32, tone_width=64, denoiser_width=32),
         similarity=SimilarityConfig(backbone="vgg19", backbone_weights="imagenet"),
     )
 
@@ -120,7 +120,8 @@ def _lite() -> ModelConfig:
     return ModelConfig(
         preset="lite",
         restoration=RestorationConfig(
-            channels=32, growth=16, blocks=2, units=3, detector_width=32, detector_tophat=17, unshuffle=2, tone_width=64
+            channels=32, growth=16, blocks=2, units=3, detector_width=32, detector_tophat=17, unshuffle=2, tone_width=64,
+            denoiser_width=32,
         ),
         similarity=SimilarityConfig(
             backbone="efficientnet_lite0", backbone_weights="imagenet", channels=32, temperature=0.05

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pikfix import denoise as D
+from pikfix.config import preset_config
 from pikfix.model import build_model
 from pikfix.nets.denoise import HALO, Denoiser
 from pikfix.pipeline import FixPipeline
@@ -88,6 +89,14 @@ def _learned(width: int = 4, shift: float = 0.0) -> Denoiser:
         net.body[-1].weight.zero_()
         net.body[-1].bias.fill_(shift)
     return net
+
+
+def test_an_untrained_denoiser_is_the_identity_but_one_to_train_starts_at_random() -> None:
+    l = torch.rand(1, 1, 34, 50)
+    assert torch.equal(Denoiser(8)(l, torch.tensor([2.0])), l)
+    assert preset_config("lite").restoration.denoiser_width > 0  # the presets have one, as they have a tone head
+    fresh = with_denoiser(build_model("tiny"), 8).restoration.denoiser
+    assert bool(fresh.body[-1].weight.detach().abs().sum() > 0)
 
 
 def test_the_learned_denoiser_keeps_odd_sizes() -> None:

@@ -6,11 +6,10 @@ clean) or wipes the texture of fur and stone. A CNN sees the local content and t
 shape together. This one is DnCNN-like (Zhang et al. 2017) and, as FFDNet does, works on
 2 x 2 pixel blocks (pixel unshuffle): four times cheaper than at full resolution, with twice the
 receptive field, and, as FFDNet is, it is told the photo's measured noise level as an extra
-input plane (on its validation windows this gained little over a blind net, 23.37 against
-23.34 dB; it still smooths fine texture such as fur with the noise). It predicts the noise,
-which is subtracted. (Its last layer keeps PyTorch's
-random start: started at zero, as the repair's is, training on the denoising samples stalled,
-validation L1 0.0553 -> 0.0553 after 400 steps against 0.0522 from the random start.)
+input plane. It predicts the noise, which is subtracted; its last layer starts at zero, so an
+untrained denoiser (as in a fresh ``lite`` model) leaves L as it is, like the tone head and
+the repair. Its own training starts that layer at random instead
+(``pikfix.training.denoise.with_denoiser``).
 """
 
 from __future__ import annotations
@@ -37,6 +36,8 @@ class Denoiser(nn.Module):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(width, c_in, 3, padding=1))
         self.body = nn.Sequential(*layers)
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
 
     def forward(self, l: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         h, w = l.shape[-2:]

@@ -107,8 +107,15 @@ def make_pool(
 
 
 def with_denoiser(base: PikFix, width: int) -> PikFix:
-    """A copy of ``base`` with a fresh (identity) denoiser of ``width``; all other weights kept."""
-    return rebuilt(base, "restoration.denoiser.", denoiser_width=width)
+    """A copy of ``base`` with a fresh denoiser of ``width`` to train; all other weights kept.
+
+    Its last layer starts at random, not at zero as in a fresh model: from zero, training
+    stalled (validation L1 0.0553 -> 0.0553 after 400 steps, 0.0522 from a random start), as
+    every earlier layer gets no gradient until that layer has grown.
+    """
+    model = rebuilt(base, "restoration.denoiser.", denoiser_width=width)
+    model.restoration.denoiser.body[-1].reset_parameters()
+    return model
 
 
 def _psnr(out: torch.Tensor, target: torch.Tensor) -> float:
