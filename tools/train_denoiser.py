@@ -11,7 +11,6 @@ its validation figures in the metadata; ``--time-limit`` (seconds) ends the run 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 from pathlib import Path
