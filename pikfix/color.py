@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # sRGB primaries -> CIE XYZ (D65), IEC 61966-2-1.
 _RGB_TO_XYZ = torch.tensor(
@@ -110,6 +111,16 @@ def grey_to_rgb(l_norm: torch.Tensor) -> torch.Tensor:
 
 
 STRIP_ROWS = 256  # rows per colour-conversion strip: bounds the memory of full-size conversions
+
+
+def area_downscale(t: torch.Tensor, long_side: int) -> torch.Tensor:
+    """(B, C, H, W) area-averaged so the longer side is at most ``long_side`` px (never scaled up):
+    the small copy that photo-wide statistics (tone quantiles, chroma, colour fits) are taken on."""
+    h, w = t.shape[-2:]
+    scale = long_side / max(h, w)
+    if scale >= 1:
+        return t
+    return F.interpolate(t, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:

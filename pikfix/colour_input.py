@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pikfix.color import STRIP_ROWS, lab_to_rgb, rgb_to_lab
+from pikfix.color import STRIP_ROWS, area_downscale, lab_to_rgb, rgb_to_lab
 
 ANALYSIS_SIDE = 128  # px: chroma statistics need no more
 GREY_CHROMA = 3.0  # ab units: 95th-percentile chroma below this is a grey photo
@@ -60,10 +59,7 @@ def _small_lab(rgb: np.ndarray) -> torch.Tensor:
     Averaging also removes most grain, whose false colour would look like hue variety.
     """
     t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-    scale = ANALYSIS_SIDE / max(t.shape[-2:])
-    if scale < 1:
-        size = (max(1, round(t.shape[-2] * scale)), max(1, round(t.shape[-1] * scale)))
-        t = F.interpolate(t, size=size, mode="area")
+    t = area_downscale(t, ANALYSIS_SIDE)
     return rgb_to_lab(t.clamp(0.0, 1.0))[0]
 
 
@@ -131,10 +127,12 @@ def fit_correction(rgb: np.ndarray, restored_l: np.ndarray | None = None) -> Col
     fitted on the faded L would undo it a second time (faded validation photos, PSNR 20.7 ->
     21.4 dB, SSIM 0.745 -> 0.788).
     """
-    t = _fit_scale(torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None].clamp(0.0, 1.0))
+    t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None].clamp(0.0, 1.0)
+    t = area_downscale(t, FIT_SIDE)
     if restored_l is not None:
         lab = rgb_to_lab(t)
-        lab[:, :1] = _fit_scale(torch.from_numpy(np.ascontiguousarray(restored_l, dtype=np.float32))[None, None])
+        restored = torch.from_numpy(np.ascontiguousarray(restored_l, dtype=np.float32))[None, None]
+        lab[:, :1] = area_downscale(restored, FIT_SIDE)
         t = lab_to_rgb(lab)
     flat = t[0].flatten(1)
     l = rgb_to_lab(t)[0, 0].flatten()
@@ -145,14 +143,6 @@ def fit_correction(rgb: np.ndarray, restored_l: np.ndarray | None = None) -> Col
     chroma = torch.quantile(rgb_to_lab(_neutralise(t[0], partial))[1:].norm(dim=0).flatten(), CHROMA_QUANTILE)
     gain = min(MAX_GAIN, max(1.0, TARGET_CHROMA / max(float(chroma), 1e-3)))
     return ColourCorrection(partial.dark, partial.bright, gain)
-
-
-def _fit_scale(t: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) area-downscaled so the long side is at most ``FIT_SIDE`` px."""
-    scale = FIT_SIDE / max(t.shape[-2:])
-    if scale >= 1:
-        return t
-    return F.interpolate(t, size=(max(1, round(t.shape[-2] * scale)), max(1, round(t.shape[-1] * scale))), mode="area")
 
 
 def restore_colour(rgb: np.ndarray, restored_l: np.ndarray, correction: ColourCorrection) -> np.ndarray:

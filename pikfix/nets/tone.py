@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pikfix.color import STRIP_ROWS
+from pikfix.color import STRIP_ROWS, area_downscale
 
 LEVELS = 33  # quantile levels, evenly spaced in [QUANTILE_LOW, QUANTILE_HIGH]
 QUANTILE_LOW, QUANTILE_HIGH = 0.01, 0.99  # outer quantiles: ignore the last per cent (dust, scratches)
@@ -33,11 +32,7 @@ def quantile_levels() -> torch.Tensor:
 
 def feature_scale(l: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) area-downscaled so the long side is at most ``FEATURE_SIDE`` px."""
-    h, w = l.shape[-2:]
-    scale = FEATURE_SIDE / max(h, w)
-    if scale >= 1:
-        return l
-    return F.interpolate(l.float(), size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
+    return area_downscale(l.float(), FEATURE_SIDE)
 
 
 def photo_quantiles(l: torch.Tensor) -> torch.Tensor:
