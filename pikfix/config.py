@@ -41,6 +41,7 @@ class RestorationConfig:
     detector_threshold: float = 0.0  # > 0: the detector's mask is its probability above this, grown 1 px; 0: soft
     tone_width: int = 0  # hidden width of the whole-photo tone head (pikfix.nets.tone); 0: none
     denoiser_width: int = 0  # width of the learned denoiser run after the repair (pikfix.nets.denoise); 0: none
+    colour_tone_width: int = 0  # hidden width of the colour photos' fade correction (pikfix.nets.colour_tone); 0: none
 
 
 @dataclass

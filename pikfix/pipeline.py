@@ -31,13 +31,20 @@ import torch
 import torch.nn.functional as F
 
 from pikfix.checkpoint import load_checkpoint
-from pikfix.color import STRIP_ROWS, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, rgb_to_lab
+from pikfix.color import (
+    STRIP_ROWS, area_downscale, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, rgb_to_lab,
+)
+from pikfix.colour_input import restore_own_colour
 from pikfix.config import DEFAULT_TILE
 from pikfix.denoise import denoise
 from pikfix.device import resolve_device
 from pikfix.model import PikFix
+from pikfix.nets.colour_tone import correct_photo
 from pikfix.nets.tone import FEATURE_SIDE, apply_curve_numpy
 from pikfix.tiling import restore_tiled
+
+OWN_CHROMA_SCALE = 4  # a colour photo's own chroma is kept at 1 / this of its resolution
+
 
 def working_size(h: int, w: int, limit: int) -> tuple[int, int]:
     """(h, w) scaled down so the longer side is at most ``limit`` (never scaled up)."""
@@ -200,6 +207,31 @@ class FixPipeline:
         # The L is ours: the tone curve may overwrite it (one full-size array fewer at 24 MP).
         return self._restore_l(luminance(rgb), progress, mask, own_l=True)
 
+    def restore_colour_photo(
+        self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, Restored]:
+        """A photo with its own colour (``pikfix.colour_input.classify``) -> (the photo with its
+        own colours restored (H, W, 3), its restoration).
+
+        With a colour tone head (``pikfix.nets.colour_tone``) the fading is first undone in
+        colour, per dye and in chroma (unless ``keep_tone``). The L of that is repaired without
+        the grey tone head (the fade is undone already) and with the edge-preserving filter,
+        not the learned denoiser, which smooths a faded print's texture (faded validation
+        photos, SSIM 0.913 against 0.859). The chroma goes on the repaired L at a quarter of the
+        resolution, which drops grain's false colour (SSIM 0.855 -> 0.905, delta ab 12.4 -> 11.8).
+        A model without the head restores L as for grey photos and corrects colour by
+        ``pikfix.colour_input``'s rules.
+        """
+        head = self.model.restoration.colour_tone
+        if head is None:
+            restored = self.restore(rgb, progress, mask)
+            return restore_own_colour(rgb, restored.l), restored
+        corrected = rgb if self.keep_tone else correct_photo(head, rgb)
+        restored = self._restore_l(luminance(corrected), progress, mask, own_l=True, tone=False, learned_denoiser=False)
+        t = torch.from_numpy(np.ascontiguousarray(corrected, dtype=np.float32)).permute(2, 0, 1)[None]
+        small = area_downscale(t, max(1, -(-max(rgb.shape[:2]) // OWN_CHROMA_SCALE))).clamp(0.0, 1.0)
+        return lab_image(restored.l, normalize_ab(rgb_to_lab(small)[:, 1:])), restored
+
     def restore_l(
         self, l: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None
     ) -> Restored:
@@ -207,11 +239,14 @@ class FixPipeline:
         return self._restore_l(l, progress, mask, own_l=False)
 
     def _restore_l(
-        self, l: np.ndarray, progress: Callable[[int, int], None] | None, mask: np.ndarray | None, own_l: bool
+        self, l: np.ndarray, progress: Callable[[int, int], None] | None, mask: np.ndarray | None, own_l: bool,
+        tone: bool = True, learned_denoiser: bool = True,
     ) -> Restored:
-        """``restore_l``; ``own_l``: ``l`` is the pipeline's own and may be overwritten."""
+        """``restore_l``; ``own_l``: ``l`` is the pipeline's own and may be overwritten; ``tone``
+        False skips the tone head, ``learned_denoiser`` False uses the edge-preserving filter."""
         h, w = l.shape
-        l = self._restore_tone(l, in_place=own_l)
+        if tone:
+            l = self._restore_tone(l, in_place=own_l)
         size = working_size(h, w, self.restore_size)
         l_in = torch.from_numpy(l).view(1, 1, h, w) if size == (h, w) else _downscale(l, size)
         given = None
@@ -230,7 +265,8 @@ class FixPipeline:
             out, full_mask = _put_repair_on_full(l, l_norm, restored, used_mask)
         if not self.denoise:
             return Restored(out, full_mask)
-        noise, denoised = denoise(out, net=self.model.restoration.denoiser)  # in place: ``out`` is a new array
+        net = self.model.restoration.denoiser if learned_denoiser else None
+        noise, denoised = denoise(out, net=net)  # in place: ``out`` is a new array
         return Restored(out, full_mask, noise, denoised)
 
     def _restore_tone(self, l: np.ndarray, in_place: bool = False) -> np.ndarray:

@@ -91,7 +91,7 @@ def fix(
         2048, "--restore-size", help="Longest side (px) at which damage is repaired; larger scans are repaired at this size."
     ),
     keep_tone: bool = typer.Option(
-        False, "--keep-tone", help="Keep each photo's tone curve (no fading correction): for photos low in contrast by nature."
+        False, "--keep-tone", help="Keep each photo's tone curve and colour balance (no fading correction): for photos low in contrast by nature."
     ),
     no_denoise: bool = typer.Option(
         False, "--no-denoise", help="Keep the photo's noise and grain (by default reduced where the photo shows noise)."
@@ -135,7 +135,7 @@ def fix(
         )
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from None
-    if keep_tone and pipe.model.restoration.tone is None:
+    if keep_tone and pipe.model.restoration.tone is None and pipe.model.restoration.colour_tone is None:
         warn(f"{model_path.name} has no tone head: --keep-tone has no effect with it")
     if (mask is not None or save_mask) and pipe.model.restoration.detector is None:
         warn(f"{model_path.name} has no damage detector: --mask and --save-mask have no effect with it")
@@ -208,7 +208,7 @@ def _fix_one(
     import torch
 
     from pikfix import imageio
-    from pikfix.colour_input import classify, restore_own_colour
+    from pikfix.colour_input import classify
     from pikfix.sheet import side_by_side
 
     start = time.perf_counter()
@@ -216,19 +216,22 @@ def _fix_one(
         image = imageio.read_image(src)
         given = None if user_mask is None else imageio.read_mask(user_mask)
         rgb = imageio.to_float(image.pixels)
-        restored = pipe.restore(rgb, mask=given)
+        verdict = classify(rgb)
+        report.photo_kind = verdict.kind
+        own_colour = verdict.has_own_colour and not recolor
+        if own_colour:
+            out_rgb, restored = pipe.restore_colour_photo(rgb, mask=given)
+        else:
+            restored = pipe.restore(rgb, mask=given)
         restored_l = restored.l
         if restored.mask is not None:
             report.mask = str(user_mask) if user_mask is not None else "detected"
         if restored.noise is not None:
             report.noise, report.denoised = round(restored.noise, 2), restored.denoised
-        verdict = classify(rgb)
-        report.photo_kind = verdict.kind
         ref_panels: list[tuple[str, np.ndarray]] = []
         confidence: Optional[float] = None
-        if verdict.has_own_colour and not recolor:
+        if own_colour:
             report.path = "restored-colour"
-            out_rgb = restore_own_colour(rgb, restored_l)
         else:
             report.path = "colorized"
             choices = source.choose(restored_l)

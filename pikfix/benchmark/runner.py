@@ -45,7 +45,7 @@ from pikfix.benchmark.data import (
 from pikfix.checkpoint import CheckpointError, read_header
 from pikfix.config import DEFAULT_TILE, preset_config
 from pikfix.imageio import ImageReadError, from_float, write_image
-from pikfix.colour_input import classify, restore_own_colour
+from pikfix.colour_input import classify
 from pikfix.metrics import LPIPSMetric, colorfulness, delta_ab, lpips_status, psnr, ssim
 from pikfix.device import resolve_device
 from pikfix.pipeline import FixPipeline
@@ -141,7 +141,7 @@ class ModelMethod(Method):
 
     def run(self, old: np.ndarray, refs: list[np.ndarray]) -> tuple[np.ndarray, float | None]:
         if classify(old).has_own_colour:
-            return restore_own_colour(old, self.pipe.restore(old).l), None
+            return self.pipe.restore_colour_photo(old)[0], None
         result = self.pipe.fix(old, [self.pipe.prepare_reference(r) for r in refs])
         return result.rgb, result.confidence
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from pikfix.config import RestorationConfig
 from pikfix.nets.blocks import ResidualDenseBlock
+from pikfix.nets.colour_tone import ColourToneHead
 from pikfix.nets.denoise import Denoiser
 from pikfix.nets.tone import ToneHead
 
@@ -130,6 +131,8 @@ class RestorationNet(nn.Module):
         self.tone = ToneHead(cfg.tone_width) if cfg.tone_width > 0 else None
         # Also applied by the caller, after the repair, where the photo shows noise (``pikfix.denoise``).
         self.denoiser = Denoiser(cfg.denoiser_width) if cfg.denoiser_width > 0 else None
+        # For photos with their own colour only, applied by the colour path (``pikfix.colour_input``).
+        self.colour_tone = ColourToneHead(cfg.colour_tone_width) if cfg.colour_tone_width > 0 else None
         in_channels = 2 if self.detector is not None else 1
         # The finest level sees r x r blocks of pixels as channels (pixel unshuffle), so every
         # level and the fusion run at 1/r resolution: r^2 times cheaper, no detail lost.

@@ -1,0 +1,89 @@
+"""Colour tone head: undo a colour print's fading (per-dye tone curves and dulled colour).
+
+A faded colour print has lost tone per dye layer (each of R, G and B gets its own curve:
+lifted blacks, dimmed whites, a cast where one layer fades more) and colour (lower
+saturation). Like the grey tone head (``pikfix.nets.tone``) this head looks at the whole
+photo through quantiles: each channel's lightness quantiles and the chroma quantiles, and
+predicts the original's channel quantiles (three monotone piecewise-linear curves) and a
+chroma gain. The photo stays its own reference: its colours are corrected, not replaced.
+
+Hand-written rules (neutral darkest and brightest tones, a fixed target chroma) made the
+validation photos' colour worse than the faded input; this head is trained on training
+photos faded by ``pikfix.training.colour_tone``'s recipe. The last layer starts at zero,
+so an untrained head is the identity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from pikfix.color import STRIP_ROWS, area_downscale, lab_to_rgb, rgb_to_lab
+from pikfix.nets.tone import FEATURE_SIDE, LEVELS, _strictly_increasing, apply_curve, quantile_levels
+
+CHROMA_SCALE = 100.0  # ab units: chroma features are divided by this
+MAX_LOG_GAIN = 1.0  # the chroma gain stays within exp(+-1)
+
+
+def colour_features(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sRGB (B, 3, H, W) in [0, 1] -> (channel quantiles (B, 3, LEVELS) in [0, 1], features
+    (B, 4 * LEVELS)), taken at ``FEATURE_SIDE`` px so they depend neither on resolution nor grain."""
+    small = area_downscale(rgb.float(), FEATURE_SIDE)
+    levels = quantile_levels().to(small.device)
+    b = small.shape[0]
+    channels = torch.quantile(small.flatten(2), levels, dim=2).permute(1, 2, 0)  # (B, 3, LEVELS)
+    chroma = torch.stack([rgb_to_lab(x)[1:].norm(dim=0).flatten() for x in small])
+    chroma_q = torch.quantile(chroma, levels, dim=1).T / CHROMA_SCALE
+    return channels, torch.cat([channels.reshape(b, -1) * 2.0 - 1.0, chroma_q], dim=1)
+
+
+class ColourToneHead(nn.Module):
+    """Whole-photo colour statistics -> three channel curves and a chroma gain, as residuals."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(4 * LEVELS, width), nn.ReLU(inplace=True),
+            nn.Linear(width, width), nn.ReLU(inplace=True),
+            nn.Linear(width, 3 * LEVELS + 1),
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def knots(self, channels: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``colour_features`` of B photos -> knots (xs, ys) (B, 3, LEVELS) in [0, 1] and the chroma gain (B,)."""
+        out = self.mlp(features)
+        b = channels.shape[0]
+        xs = _strictly_increasing(channels.reshape(b * 3, LEVELS))
+        ys = torch.cummax(xs + out[:, : 3 * LEVELS].reshape(b * 3, LEVELS), dim=1).values.clamp(0.0, 1.0)
+        gain = torch.exp(out[:, -1].clamp(-MAX_LOG_GAIN, MAX_LOG_GAIN))
+        return xs.reshape(b, 3, LEVELS), ys.reshape(b, 3, LEVELS), gain
+
+    def correction(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Whole photos (B, 3, H, W) in [0, 1] -> ``knots``."""
+        return self.knots(*colour_features(rgb))
+
+
+def apply_correction(rgb: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """sRGB (B, 3, H, W) through each channel's curve, then the chroma (Lab ab) times ``gain``.
+    Differentiable in ``ys`` and ``gain``."""
+    b, _, h, w = rgb.shape
+    curved = apply_curve(rgb.reshape(b * 3, 1, h, w) * 2.0 - 1.0, xs.reshape(b * 3, -1) * 2.0 - 1.0, ys.reshape(b * 3, -1) * 2.0 - 1.0)
+    curved = ((curved + 1.0) * 0.5).clamp(0.0, 1.0).reshape(b, 3, h, w)
+    lab = rgb_to_lab(curved)
+    lab = torch.cat([lab[:, :1], lab[:, 1:] * gain.view(b, 1, 1, 1)], dim=1)
+    return lab_to_rgb(lab)
+
+
+def correct_photo(head: ColourToneHead, rgb: np.ndarray) -> np.ndarray:
+    """A full-resolution colour photo (H, W, 3) in [0, 1] -> corrected, in row strips (the
+    correction is fitted once on the whole photo)."""
+    t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        xs, ys, gain = head.correction(area_downscale(t, FEATURE_SIDE).clamp(0.0, 1.0))
+        out = np.empty(rgb.shape, dtype=np.float32)
+        for y0 in range(0, rgb.shape[0], STRIP_ROWS):
+            strip = t[:, :, y0 : y0 + STRIP_ROWS].clamp(0.0, 1.0)
+            out[y0 : y0 + STRIP_ROWS] = apply_correction(strip, xs, ys, gain)[0].permute(1, 2, 0).numpy()
+    return out

@@ -1,0 +1,76 @@
+"""Train the colour tone head (pikfix.nets.colour_tone) of a model on whole colour photos; nothing else changes.
+
+    python tools/train_colour_tone.py PHOTOS --model models/pikfix-lite.safetensors --out runs/ctone-a/model.safetensors
+
+A model without the head gets a fresh one (``--width``). The validation photos are the ones
+`pikfix train` holds out (split by file-name hash, seed 0); the validation L1 before and after
+is printed and stored in the checkpoint's metadata with the run's config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from pikfix.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from pikfix.training.colour_tone import (  # noqa: E402
+    ColourSamples, ColourToneTrainConfig, make_samples, train_colour_tone, with_colour_tone,
+)
+from pikfix.training.data import scan_images, split  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("photos", type=Path)
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint to add the trained head to")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write")
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--samples-per-photo", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clean-fraction", type=float, default=0.25)
+    parser.add_argument("--cache", type=Path, default=None, help="folder to keep the samples in between runs")
+    parser.add_argument("--half", action="store_true", help="write float16 weights")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    paths, _ = scan_images(args.photos)
+    train_paths, val_paths = split(paths, 0.1, 0)
+    config = ColourToneTrainConfig(
+        width=args.width, samples_per_photo=args.samples_per_photo, steps=args.steps, seed=args.seed,
+        clean_fraction=args.clean_fraction,
+    )
+    model, header = load_checkpoint(args.model)
+    if model.restoration.colour_tone is None:
+        model = with_colour_tone(model, config.width)
+    train = _samples(args.cache, "train", train_paths, config)
+    # Validation: other seeds than training's (other fades, other scan sizes).
+    val = _samples(args.cache, "val", val_paths, dataclasses.replace(config, seed=config.seed + 1, samples_per_photo=8))
+    metrics = train_colour_tone(model, train, val, config)
+    print(json.dumps(metrics))
+    meta = {**header.get("metadata", {}), "colour_tone_train_config": config.to_dict(), "colour_tone_val": metrics}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, args.out, metadata=meta, half=args.half)
+
+
+def _samples(cache: Path | None, name: str, paths: list[Path], config: ColourToneTrainConfig) -> ColourSamples:
+    """Samples made once per (photos, seed, count, scan sizes) and kept in ``cache``."""
+    key = f"{name}-{len(paths)}-s{config.seed}-n{config.samples_per_photo}-{config.scan_long_side[0]}-{config.scan_long_side[1]}.pt"
+    if cache is not None and (cache / key).is_file():
+        return ColourSamples.load(cache / key)
+    samples = make_samples(paths, config)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        samples.save(cache / key)
+    return samples
+
+
+if __name__ == "__main__":
+    main()
