@@ -16,7 +16,7 @@ from pikfix.model import PikFix, build_model
 from pikfix.nets.tone import LEVELS, ToneHead, apply_curve, apply_curve_numpy, photo_quantiles
 from pikfix.pipeline import FixPipeline
 from pikfix.training.degradation import DegradationConfig
-from pikfix.training.tone import ToneSamples, ToneTrainConfig, make_samples, train_tone, with_tone
+from pikfix.training.tone import ToneSamples, ToneTrainConfig, make_samples, natural_key, train_tone, with_tone
 
 
 def _l(h: int = 80, w: int = 120, seed: int = 0) -> np.ndarray:
@@ -130,3 +130,24 @@ def test_training_learns_to_undo_fading_and_samples_are_seeded(tmp_path: Path) -
     assert metrics["before_clean"] == 0.0
     assert metrics["after_damaged"] < 0.5 * metrics["before_damaged"]
     assert metrics["after_clean"] < 0.3 * metrics["before_damaged"]
+
+
+def test_natural_key_remaps_only_clean_samples_input_and_target_alike() -> None:
+    config = ToneTrainConfig(natural_fraction=1.0)
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    quantiles = torch.linspace(-0.9, 0.9, LEVELS).repeat(n, 1)
+    pixels = torch.rand(n, 100, generator=g) * 2 - 1
+    damaged = pixels * 0.5
+    clean = torch.arange(n) % 2 == 0
+    inputs = torch.where(clean[:, None], pixels, damaged)
+    q, i, t = natural_key(quantiles, inputs, pixels.clone(), clean, config, g)
+    assert torch.equal(q[~clean], quantiles[~clean]) and torch.equal(i[~clean], damaged[~clean])
+    assert torch.equal(t[~clean], pixels[~clean])
+    assert torch.allclose(i[clean], t[clean])  # a clean sample's target is still its input
+    low, high = (i[clean].min(1).values + 1) / 2, (i[clean].max(1).values + 1) / 2
+    high_key = low >= config.natural_black[0] - 1e-6
+    low_key = high <= config.natural_white[1] + 1e-6
+    assert bool((high_key | low_key).all()) and high_key.any() and low_key.any()
+    # quantiles move as the pixels do: the map is the same increasing line
+    assert bool((q[clean][:, 1:] > q[clean][:, :-1]).all())

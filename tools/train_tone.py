@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clean-fraction", type=float, default=0.25)
+    parser.add_argument("--natural-fraction", type=float, default=0.0,
+                        help="share of the clean samples made bright or dark by nature (kept as they are)")
+    parser.add_argument("--fresh", action="store_true", help="start a fresh tone head even if the model has one")
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep the samples in between runs")
     parser.add_argument("--half", action="store_true", help="write float16 weights")
     args = parser.parse_args()
@@ -43,10 +46,10 @@ def main() -> None:
     train_paths, val_paths = split(paths, 0.1, 0)
     config = ToneTrainConfig(
         width=args.width, samples_per_photo=args.samples_per_photo, steps=args.steps, seed=args.seed,
-        clean_fraction=args.clean_fraction,
+        clean_fraction=args.clean_fraction, natural_fraction=args.natural_fraction,
     )
     model, header = load_checkpoint(args.model)
-    if model.restoration.tone is None:
+    if model.restoration.tone is None or args.fresh:
         model = with_tone(model, config.width)
     train = _samples(args.cache, "train", train_paths, config)
     # Validation: other seeds than training's (other damage, other scan sizes).
