@@ -113,3 +113,19 @@ def test_colour_path_applies_the_head_unless_keep_tone() -> None:
     kept, _ = FixPipeline(model, "cpu", tile=64, tile_overlap=16, keep_tone=True).restore_colour_photo(rgb, mask=nothing)
     assert brighter.mean() > rgb.mean() + 0.05
     assert abs(kept.mean() - rgb.mean()) < 0.01
+
+
+def test_shipped_head_undoes_a_fade_it_was_not_trained_with() -> None:
+    """The shipped model's colour path on a photo faded by the benchmark's recipe (not the
+    training one): closer to the original than the faded print, in PSNR and in chroma."""
+    from pikfix.benchmark.data import fade_colour
+    from pikfix.checkpoint import default_model_path
+    from pikfix.metrics import delta_ab
+
+    pipe = FixPipeline.from_checkpoint(default_model_path(), device="cpu")
+    assert pipe.model.restoration.colour_tone is not None
+    photo = _photo(120, 160, seed=5)
+    faded = fade_colour(photo, seed=2)
+    out, _ = pipe.restore_colour_photo(faded)
+    assert psnr(out, photo) > psnr(faded, photo) + 1.0
+    assert delta_ab(out, photo) < delta_ab(faded, photo)
