@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pikfix.color import STRIP_ROWS, area_downscale, lab_to_rgb, rgb_to_lab
-from pikfix.nets.tone import FEATURE_SIDE, LEVELS, _strictly_increasing, apply_curve, quantile_levels
+from pikfix.nets.tone import FEATURE_SIDE, LEVELS, strictly_increasing, apply_curve, quantile_levels
 
 CHROMA_SCALE = 100.0  # ab units: chroma features are divided by this
 MAX_LOG_GAIN = 1.0  # the chroma gain stays within exp(+-1)
@@ -55,7 +55,7 @@ class ColourToneHead(nn.Module):
         """``colour_features`` of B photos -> knots (xs, ys) (B, 3, LEVELS) in [0, 1] and the chroma gain (B,)."""
         out = self.mlp(features)
         b = channels.shape[0]
-        xs = _strictly_increasing(channels.reshape(b * 3, LEVELS))
+        xs = strictly_increasing(channels.reshape(b * 3, LEVELS))
         ys = torch.cummax(xs + out[:, : 3 * LEVELS].reshape(b * 3, LEVELS), dim=1).values.clamp(0.0, 1.0)
         gain = torch.exp(out[:, -1].clamp(-MAX_LOG_GAIN, MAX_LOG_GAIN))
         return xs.reshape(b, 3, LEVELS), ys.reshape(b, 3, LEVELS), gain

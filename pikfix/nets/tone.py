@@ -58,7 +58,7 @@ def apply_curve(l: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Te
     return out.clamp(-1.0, 1.0).reshape(l.shape)
 
 
-def _strictly_increasing(x: torch.Tensor) -> torch.Tensor:
+def strictly_increasing(x: torch.Tensor) -> torch.Tensor:
     """Knots nudged apart by ``KNOT_GAP``, so flat stretches of the histogram (a white sky,
     a black border) still give a curve with one value per input."""
     steps = torch.arange(x.shape[1], device=x.device, dtype=x.dtype) * KNOT_GAP
@@ -80,7 +80,7 @@ class ToneHead(nn.Module):
 
     def knots(self, quantiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, LEVELS) quantiles of the faded photo -> curve knots (xs, ys), both increasing."""
-        xs = _strictly_increasing(quantiles)
+        xs = strictly_increasing(quantiles)
         ys = torch.cummax(xs + self.mlp(xs), dim=1).values.clamp(-1.0, 1.0)
         return xs, ys
 

@@ -27,7 +27,7 @@ from pikfix.model import PikFix
 from pikfix.nets.colour_tone import apply_correction, colour_features
 from pikfix.nets.tone import feature_scale
 from pikfix.training.restoration import rebuilt
-from pikfix.training.tone import _resized
+from pikfix.training.tone import resized
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def make_samples(paths: Sequence[Path], config: ColourToneTrainConfig, log: Call
         for s in range(config.samples_per_photo):
             rng = np.random.default_rng([config.seed, p_index, s])
             long_side = int(rng.integers(config.scan_long_side[0], config.scan_long_side[1] + 1))
-            clean = _resized(photo, min(long_side, max(photo.shape[:2])))
+            clean = resized(photo, min(long_side, max(photo.shape[:2])))
             faded = colour_fade(clean, rng, config.fade)
             small = {k: feature_scale(torch.from_numpy(v).permute(2, 0, 1)[None]) for k, v in (("clean", clean), ("faded", faded))}
             pick = torch.from_numpy(rng.integers(0, small["clean"][0, 0].numel(), config.pixels))

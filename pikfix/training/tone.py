@@ -74,7 +74,8 @@ class ToneSamples:
         return cls(**torch.load(path, weights_only=True))
 
 
-def _resized(rgb: np.ndarray, long_side: int) -> np.ndarray:
+def resized(rgb: np.ndarray, long_side: int) -> np.ndarray:
+    """A photo (H, W, 3) in [0, 1] box-resized to ``long_side`` px: a scan at that size."""
     h, w = rgb.shape[:2]
     scale = long_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -95,7 +96,7 @@ def make_samples(paths: Sequence[Path], config: ToneTrainConfig, log: Callable[[
         for s in range(config.samples_per_photo):
             rng = np.random.default_rng([config.seed, p_index, s])
             long_side = int(rng.integers(config.scan_long_side[0], config.scan_long_side[1] + 1))
-            rgb = _resized(photo, min(long_side, max(photo.shape[:2])))
+            rgb = resized(photo, min(long_side, max(photo.shape[:2])))
             clean = _as_l(to_grey(rgb))
             damaged = _as_l(degrade(rgb, rng, config.degradation).grey)
             # Pixel pairs at the feature scale, where the curve's targets are least noisy.
