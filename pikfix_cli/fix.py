@@ -228,12 +228,10 @@ def _fix_one(
             report.mask = str(user_mask) if user_mask is not None else "detected"
         if restored.noise is not None:
             report.noise, report.denoised = round(restored.noise, 2), restored.denoised
+        report.path = "restored-colour" if own_colour else "colorized"
         ref_panels: list[tuple[str, np.ndarray]] = []
         confidence: Optional[float] = None
-        if own_colour:
-            report.path = "restored-colour"
-        else:
-            report.path = "colorized"
+        if not own_colour:
             choices = source.choose(restored_l)
             report.references = [
                 {"path": str(c.path), "score": None if c.score is None else round(c.score, 4)} for c in choices

@@ -24,6 +24,7 @@ from pikfix.training.colour_tone import (  # noqa: E402
     ColourSamples, ColourToneTrainConfig, make_samples, train_colour_tone, with_colour_tone,
 )
 from pikfix.training.data import scan_images, split  # noqa: E402
+from pikfix.training.whole_photo import cached_samples  # noqa: E402
 
 
 def main() -> None:
@@ -50,26 +51,15 @@ def main() -> None:
     model, header = load_checkpoint(args.model)
     if model.restoration.colour_tone is None:
         model = with_colour_tone(model, config.width)
-    train = _samples(args.cache, "train", train_paths, config)
+    train = cached_samples(args.cache, "train", train_paths, config, make_samples, ColourSamples.load)
     # Validation: other seeds than training's (other fades, other scan sizes).
-    val = _samples(args.cache, "val", val_paths, dataclasses.replace(config, seed=config.seed + 1, samples_per_photo=8))
+    val_config = dataclasses.replace(config, seed=config.seed + 1, samples_per_photo=8)
+    val = cached_samples(args.cache, "val", val_paths, val_config, make_samples, ColourSamples.load)
     metrics = train_colour_tone(model, train, val, config)
     print(json.dumps(metrics))
     meta = {**header.get("metadata", {}), "colour_tone_train_config": config.to_dict(), "colour_tone_val": metrics}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, args.out, metadata=meta, half=args.half)
-
-
-def _samples(cache: Path | None, name: str, paths: list[Path], config: ColourToneTrainConfig) -> ColourSamples:
-    """Samples made once per (photos, seed, count, scan sizes) and kept in ``cache``."""
-    key = f"{name}-{len(paths)}-s{config.seed}-n{config.samples_per_photo}-{config.scan_long_side[0]}-{config.scan_long_side[1]}.pt"
-    if cache is not None and (cache / key).is_file():
-        return ColourSamples.load(cache / key)
-    samples = make_samples(paths, config)
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        samples.save(cache / key)
-    return samples
 
 
 if __name__ == "__main__":

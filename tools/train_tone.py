@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from pikfix.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pikfix.training.data import scan_images, split  # noqa: E402
 from pikfix.training.tone import ToneSamples, ToneTrainConfig, make_samples, train_tone, with_tone  # noqa: E402
+from pikfix.training.whole_photo import cached_samples  # noqa: E402
 
 
 def main() -> None:
@@ -51,26 +52,15 @@ def main() -> None:
     model, header = load_checkpoint(args.model)
     if model.restoration.tone is None or args.fresh:
         model = with_tone(model, config.width)
-    train = _samples(args.cache, "train", train_paths, config)
+    train = cached_samples(args.cache, "train", train_paths, config, make_samples, ToneSamples.load)
     # Validation: other seeds than training's (other damage, other scan sizes).
-    val = _samples(args.cache, "val", val_paths, dataclasses.replace(config, seed=config.seed + 1, samples_per_photo=8))
+    val_config = dataclasses.replace(config, seed=config.seed + 1, samples_per_photo=8)
+    val = cached_samples(args.cache, "val", val_paths, val_config, make_samples, ToneSamples.load)
     metrics = train_tone(model, train, val, config)
     print(json.dumps(metrics))
     meta = {**header.get("metadata", {}), "tone_train_config": config.to_dict(), "tone_val": metrics}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, args.out, metadata=meta, half=args.half)
-
-
-def _samples(cache: Path | None, name: str, paths: list[Path], config: ToneTrainConfig) -> ToneSamples:
-    """Samples made once per (photos, seed, count, scan sizes) and kept in ``cache``."""
-    key = f"{name}-{len(paths)}-s{config.seed}-n{config.samples_per_photo}-{config.scan_long_side[0]}-{config.scan_long_side[1]}.pt"
-    if cache is not None and (cache / key).is_file():
-        return ToneSamples.load(cache / key)
-    samples = make_samples(paths, config)
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        samples.save(cache / key)
-    return samples
 
 
 if __name__ == "__main__":

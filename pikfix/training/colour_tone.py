@@ -27,7 +27,7 @@ from pikfix.model import PikFix
 from pikfix.nets.colour_tone import apply_correction, colour_features
 from pikfix.nets.tone import feature_scale
 from pikfix.training.restoration import rebuilt
-from pikfix.training.tone import resized
+from pikfix.training.whole_photo import fit_head, random_scan
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,7 @@ def make_samples(paths: Sequence[Path], config: ColourToneTrainConfig, log: Call
         photo = to_float(read_image(path).pixels)
         for s in range(config.samples_per_photo):
             rng = np.random.default_rng([config.seed, p_index, s])
-            long_side = int(rng.integers(config.scan_long_side[0], config.scan_long_side[1] + 1))
-            clean = resized(photo, min(long_side, max(photo.shape[:2])))
+            clean = random_scan(photo, rng, config.scan_long_side)
             faded = colour_fade(clean, rng, config.fade)
             small = {k: feature_scale(torch.from_numpy(v).permute(2, 0, 1)[None]) for k, v in (("clean", clean), ("faded", faded))}
             pick = torch.from_numpy(rng.integers(0, small["clean"][0, 0].numel(), config.pixels))
@@ -149,26 +148,13 @@ def train_colour_tone(
 ) -> dict[str, float]:
     """Fit the model's colour tone head (only) on ``train``; returns the validation L1 before
     and after, for the faded samples and for their clean originals."""
-    torch.manual_seed(config.seed)
-    head = model.restoration.colour_tone
-    opt = torch.optim.Adam(head.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps, eta_min=config.lr * 0.02)
-    generator = torch.Generator().manual_seed(config.seed)
-    before = _val_l1(model, val)
-    head.train()
-    for step in range(config.steps):
-        pick = torch.randint(0, len(train.clean), (config.batch_size,), generator=generator)
-        clean = torch.rand(config.batch_size, generator=generator) < config.clean_fraction
-        loss = colour_tone_loss(model, *batch(train, pick, clean))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if (step + 1) % 500 == 0:
-            log(f"colour tone step {step + 1}: train L1 {loss.item():.4f} val {_val_l1(model, val)}")
-    head.eval()
-    after = _val_l1(model, val)
-    return {f"before_{k}": v for k, v in before.items()} | {f"after_{k}": v for k, v in after.items()}
+
+    def step_loss(pick: torch.Tensor, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return colour_tone_loss(model, *batch(train, pick, clean))
+
+    return fit_head(
+        model.restoration.colour_tone, config, len(train.clean), step_loss, lambda: _val_l1(model, val), log, "colour tone"
+    )
 
 
 def _val_l1(model: PikFix, val: ColourSamples) -> dict[str, float]:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pikfix.color import grey_lightness, normalize_l
 from pikfix.imageio import read_image, to_float
@@ -29,6 +28,7 @@ from pikfix.model import PikFix
 from pikfix.nets.tone import apply_curve, feature_scale, photo_quantiles
 from pikfix.training.degradation import DegradationConfig, degrade, to_grey
 from pikfix.training.restoration import config_dict, rebuilt
+from pikfix.training.whole_photo import fit_head, random_scan
 
 
 @dataclass(frozen=True)
@@ -74,15 +74,6 @@ class ToneSamples:
         return cls(**torch.load(path, weights_only=True))
 
 
-def resized(rgb: np.ndarray, long_side: int) -> np.ndarray:
-    """A photo (H, W, 3) in [0, 1] box-resized to ``long_side`` px: a scan at that size."""
-    h, w = rgb.shape[:2]
-    scale = long_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)).resize(size, Image.Resampling.BOX)
-    return np.asarray(img, dtype=np.float32) / 255.0
-
-
 def _as_l(grey: np.ndarray) -> torch.Tensor:
     return normalize_l(torch.from_numpy(grey_lightness(grey))[None, None])
 
@@ -95,8 +86,7 @@ def make_samples(paths: Sequence[Path], config: ToneTrainConfig, log: Callable[[
         photo = to_float(read_image(path).pixels)
         for s in range(config.samples_per_photo):
             rng = np.random.default_rng([config.seed, p_index, s])
-            long_side = int(rng.integers(config.scan_long_side[0], config.scan_long_side[1] + 1))
-            rgb = resized(photo, min(long_side, max(photo.shape[:2])))
+            rgb = random_scan(photo, rng, config.scan_long_side)
             clean = _as_l(to_grey(rgb))
             damaged = _as_l(degrade(rgb, rng, config.degradation).grey)
             # Pixel pairs at the feature scale, where the curve's targets are least noisy.
@@ -162,29 +152,14 @@ def train_tone(
 ) -> dict[str, float]:
     """Fit the model's tone head (only) on ``train``; returns the validation L1 before and
     after, for the damaged samples and for their clean originals."""
-    torch.manual_seed(config.seed)
-    head = model.restoration.tone
-    opt = torch.optim.Adam(head.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps, eta_min=config.lr * 0.02)
-    generator = torch.Generator().manual_seed(config.seed)
-    before = _val_l1(model, val)
-    head.train()
-    for step in range(config.steps):
-        pick = torch.randint(0, len(train.clean), (config.batch_size,), generator=generator)
-        clean = torch.rand(config.batch_size, generator=generator) < config.clean_fraction
+
+    def step_loss(pick: torch.Tensor, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         quantiles, inputs, target = batch(train, pick, clean)
         if config.natural_fraction > 0:
             quantiles, inputs, target = natural_key(quantiles, inputs, target, clean, config, generator)
-        loss = tone_loss(model, quantiles, inputs, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if (step + 1) % 500 == 0:
-            log(f"tone step {step + 1}: train L1 {loss.item():.4f} val {_val_l1(model, val)}")
-    head.eval()
-    after = _val_l1(model, val)
-    return {f"before_{k}": v for k, v in before.items()} | {f"after_{k}": v for k, v in after.items()}
+        return tone_loss(model, quantiles, inputs, target)
+
+    return fit_head(model.restoration.tone, config, len(train.clean), step_loss, lambda: _val_l1(model, val), log, "tone")
 
 
 def _val_l1(model: PikFix, val: ToneSamples) -> dict[str, float]:
