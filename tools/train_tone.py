@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--half", action="store_true", help="write float16 weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # a fresh head's first weights: the same every run
     paths, _ = scan_images(args.photos)
     train_paths, val_paths = split(paths, 0.1, 0)
     config = ToneTrainConfig(

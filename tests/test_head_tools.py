@@ -1,0 +1,52 @@
+"""The head-training tools (tools/train_tone.py, train_colour_tone.py, train_denoiser.py): a
+rerun with the same seed writes the same weights, fresh head included."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+from pikfix.checkpoint import save_checkpoint
+from pikfix.model import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = {
+    "train_tone.py": ["--fresh", "--width", "8", "--samples-per-photo", "2", "--steps", "5"],
+    "train_colour_tone.py": ["--width", "8", "--samples-per-photo", "2", "--steps", "5"],
+    "train_denoiser.py": ["--width", "8", "--steps", "3", "--batch-size", "2", "--crop", "32", "--pool", "8",
+                          "--val-samples", "4"],
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("heads")
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray((rng.random((260, 300, 3)) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
+    model = root / "tiny.safetensors"
+    save_checkpoint(build_model("tiny"), model)
+    return photos, model
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_a_rerun_writes_the_same_weights(tool: str, inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    photos, model = inputs
+    outs = []
+    for run in range(2):
+        out = tmp_path / f"run{run}.safetensors"
+        cmd = [sys.executable, str(ROOT / "tools" / tool), str(photos), "--model", str(model), "--out", str(out),
+               "--threads", "1", *TOOLS[tool]]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs.append(load_file(out))
+    assert outs[0].keys() == outs[1].keys()
+    assert all(np.array_equal(outs[0][k].numpy(), outs[1][k].numpy()) for k in outs[0])
