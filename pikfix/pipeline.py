@@ -11,8 +11,9 @@ reduces noise and grain at full resolution (``pikfix.denoise``). Colour is predi
 bounded working size (the similarity matrices grow with the square of the pixel count) and
 the predicted chroma, averaged down to a quarter of that size, is upsampled onto the
 full-resolution restored luminance, as DDColor and DeOldify do. A photo with its own colour
-(``restore_colour_photo``) keeps it, corrected by the colour tone head. Colour conversions run in row strips so that peak memory stays a small multiple
-of the photo's own size even for 24+ megapixel scans.
+(``restore_colour_photo``) keeps it, corrected by the colour tone head. Colour conversions run
+in row strips so that peak memory stays a small multiple of the photo's own size even for 24+
+megapixel scans.
 
 Example::
 
@@ -238,10 +239,12 @@ class FixPipeline:
             restored = self.restore(rgb, progress, mask)
             return restore_own_colour(rgb, restored.l), restored
         corrected = rgb if self.keep_tone else correct_photo(head, rgb)
-        restored = self._restore_l(luminance(corrected), progress, mask, own_l=True, tone=False, learned_denoiser=False)
         t = torch.from_numpy(np.ascontiguousarray(corrected, dtype=np.float32)).permute(2, 0, 1)[None]
-        small = _chroma_resolution(t).clamp(0.0, 1.0)
-        return lab_image(restored.l, normalize_ab(rgb_to_lab(small)[:, 1:])), restored
+        ab = normalize_ab(rgb_to_lab(_chroma_resolution(t).clamp(0.0, 1.0))[:, 1:])
+        l = luminance(corrected)
+        del corrected, t  # the full-size corrected photo is not kept through the repair
+        restored = self._restore_l(l, progress, mask, own_l=True, tone=False, learned_denoiser=False)
+        return lab_image(restored.l, ab), restored
 
     def restore_l(
         self, l: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None
