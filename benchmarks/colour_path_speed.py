@@ -1,0 +1,65 @@
+"""Seconds and peak memory of the colour path (``FixPipeline.restore_colour_photo``: a photo with
+its own colour) on a synthetic grainy colour photo, with a model's colour tone head or, with
+``--rules``, without it. One case per process, so the peak is this case's own.
+
+    .venv/bin/python benchmarks/colour_path_speed.py --model models/pikfix-lite.safetensors --megapixels 24
+
+``fix_speed.py`` times grey photos on the presets' architectures; the presets have no colour
+tone head, so this one loads a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pikfix.pipeline import FixPipeline
+
+STRIP = 200  # rows: the test photo is drawn in strips, so drawing it costs no extra memory
+
+
+def _photo(megapixels: float, seed: int = 0) -> np.ndarray:
+    """A 3:2 colour photo of smooth hues with grain, (H, W, 3) float32 in [0, 1]."""
+    h = max(STRIP, round((megapixels * 1e6 / 1.5) ** 0.5))
+    w = round(h * 1.5)
+    rgb = np.empty((h, w, 3), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    xs = np.arange(w, dtype=np.float32) / w
+    for y0 in range(0, h, STRIP):
+        ys = (np.arange(y0, min(h, y0 + STRIP), dtype=np.float32) / w)[:, None]
+        for c in range(3):
+            grain = rng.normal(0, 0.02, (len(ys), w)).astype(np.float32)
+            rgb[y0 : y0 + STRIP, :, c] = 0.5 + 0.3 * np.sin(9 * xs + 2 * c) * np.cos(7 * ys) + grain
+    return np.clip(rgb, 0.0, 1.0, out=rgb)
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--megapixels", type=float, default=24.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rules", action="store_true", help="drop the colour tone head: the rule-based correction")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = FixPipeline.from_checkpoint(args.model, device="cpu")
+    if args.rules:
+        pipe.model.restoration.colour_tone = None
+    rgb = _photo(args.megapixels)
+    before = _peak_mib()
+    start = time.perf_counter()
+    pipe.restore_colour_photo(rgb)
+    print(f"{rgb.shape[0] * rgb.shape[1] / 1e6:.1f} MP colour path ({'rules' if args.rules else 'head'}): "
+          f"{time.perf_counter() - start:.1f} s, peak RSS {_peak_mib():.0f} MiB ({before:.0f} MiB with model and photo)")
+
+
+if __name__ == "__main__":
+    main()
