@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from pikfix.color import STRIP_ROWS, area_downscale, lab_to_rgb, rgb_to_lab
-from pikfix.nets.tone import FEATURE_SIDE, LEVELS, strictly_increasing, apply_curve, quantile_levels
+from pikfix.nets.tone import (
+    FEATURE_SIDE, LEVELS, apply_curve, identity_start_mlp, quantile_levels, strictly_increasing,
+)
 
-CHROMA_SCALE = 100.0  # ab units: chroma features are divided by this
+CHROMA_UNIT = 100.0  # ab units: chroma features are divided by this
 MAX_LOG_GAIN = 1.0  # the chroma gain stays within exp(+-1)
 
 
@@ -33,8 +35,8 @@ def colour_features(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     levels = quantile_levels().to(small.device)
     b = small.shape[0]
     channels = torch.quantile(small.flatten(2), levels, dim=2).permute(1, 2, 0)  # (B, 3, LEVELS)
-    chroma = torch.stack([rgb_to_lab(x)[1:].norm(dim=0).flatten() for x in small])
-    chroma_q = torch.quantile(chroma, levels, dim=1).T / CHROMA_SCALE
+    chroma = rgb_to_lab(small)[:, 1:].norm(dim=1).flatten(1)
+    chroma_q = torch.quantile(chroma, levels, dim=1).T / CHROMA_UNIT
     return channels, torch.cat([channels.reshape(b, -1) * 2.0 - 1.0, chroma_q], dim=1)
 
 
@@ -43,13 +45,7 @@ class ColourToneHead(nn.Module):
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(4 * LEVELS, width), nn.ReLU(inplace=True),
-            nn.Linear(width, width), nn.ReLU(inplace=True),
-            nn.Linear(width, 3 * LEVELS + 1),
-        )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        self.mlp = identity_start_mlp(4 * LEVELS, width, 3 * LEVELS + 1)
 
     def knots(self, channels: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``colour_features`` of B photos -> knots (xs, ys) (B, 3, LEVELS) in [0, 1] and the chroma gain (B,)."""
@@ -69,7 +65,9 @@ def apply_correction(rgb: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, gain
     """sRGB (B, 3, H, W) through each channel's curve, then the chroma (Lab ab) times ``gain``.
     Differentiable in ``ys`` and ``gain``."""
     b, _, h, w = rgb.shape
-    curved = apply_curve(rgb.reshape(b * 3, 1, h, w) * 2.0 - 1.0, xs.reshape(b * 3, -1) * 2.0 - 1.0, ys.reshape(b * 3, -1) * 2.0 - 1.0)
+    curved = apply_curve(  # on [-1, 1], the tone curves' range
+        rgb.reshape(b * 3, 1, h, w) * 2.0 - 1.0, xs.reshape(b * 3, -1) * 2.0 - 1.0, ys.reshape(b * 3, -1) * 2.0 - 1.0
+    )
     curved = ((curved + 1.0) * 0.5).clamp(0.0, 1.0).reshape(b, 3, h, w)
     lab = rgb_to_lab(curved)
     lab = torch.cat([lab[:, :1], lab[:, 1:] * gain.view(b, 1, 1, 1)], dim=1)

@@ -65,18 +65,25 @@ def strictly_increasing(x: torch.Tensor) -> torch.Tensor:
     return torch.cummax(x - steps, dim=1).values + steps
 
 
+def identity_start_mlp(inputs: int, width: int, outputs: int) -> nn.Sequential:
+    """Two hidden ReLU layers of ``width``; the last layer starts at zero, so a head that adds
+    its output as a residual starts as the identity."""
+    mlp = nn.Sequential(
+        nn.Linear(inputs, width), nn.ReLU(inplace=True),
+        nn.Linear(width, width), nn.ReLU(inplace=True),
+        nn.Linear(width, outputs),
+    )
+    nn.init.zeros_(mlp[-1].weight)
+    nn.init.zeros_(mlp[-1].bias)
+    return mlp
+
+
 class ToneHead(nn.Module):
     """Photo quantiles -> the original's quantiles, as a residual; ``forward`` applies the curve."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(LEVELS, width), nn.ReLU(inplace=True),
-            nn.Linear(width, width), nn.ReLU(inplace=True),
-            nn.Linear(width, LEVELS),
-        )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        self.mlp = identity_start_mlp(LEVELS, width, LEVELS)
 
     def knots(self, quantiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, LEVELS) quantiles of the faded photo -> curve knots (xs, ys), both increasing."""
