@@ -39,6 +39,7 @@ class RestorationConfig:
     unshuffle: int = 1  # the finest level works on r x r pixel blocks (1: at full resolution, as the paper)
     detector_tophat: int = 0  # > 0: the detector also sees L's top-hats with this square (px, odd)
     detector_threshold: float = 0.0  # > 0: the detector's mask is its probability above this, grown 1 px; 0: soft
+    repair_margin: int = -1  # >= 0: the repair changes only pixels within this many px of the mask; -1: everywhere
     tone_width: int = 0  # hidden width of the whole-photo tone head (pikfix.nets.tone); 0: none
     denoiser_width: int = 0  # width of the learned denoiser run after the repair (pikfix.nets.denoise); 0: none
     colour_tone_width: int = 0  # hidden width of the colour photos' fade correction (pikfix.nets.colour_tone); 0: none

@@ -256,12 +256,38 @@ def test_a_detector_threshold_gives_a_sure_mask_grown_by_a_pixel() -> None:
     assert torch.allclose(soft, torch.sigmoid(logits))
 
 
+@pytest.mark.parametrize("margin", [0, 2])
+def test_a_repair_margin_leaves_every_pixel_away_from_the_mask_exactly_as_it_was(margin: int) -> None:
+    import dataclasses
+
+    from pikfix.config import preset_config
+
+    config = preset_config("tiny")
+    bounded = PikFix(dataclasses.replace(config, restoration=dataclasses.replace(config.restoration, repair_margin=margin)))
+    torch.manual_seed(0)
+    torch.nn.init.normal_(bounded.restoration.fuse[-1].weight, std=0.1)  # a trained net's residual is not zero
+    free = PikFix(config)
+    free.load_state_dict(bounded.state_dict())
+    l = torch.rand(1, 1, 32, 32) * 2 - 1
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[0, 0, 10:14, 5:20] = 1.0
+    with torch.no_grad():
+        out, everywhere = bounded.restoration.repair(l, mask), free.restoration.repair(l, mask)
+    near = torch.zeros(32, 32, dtype=torch.bool)
+    near[10 - margin : 14 + margin, 5 - margin : 20 + margin] = True
+    assert torch.equal(out[0, 0][~near], l[0, 0][~near])
+    assert torch.allclose(out[0, 0][near], everywhere[0, 0][near])
+    assert (everywhere[0, 0][~near] - l[0, 0][~near]).abs().max() > 1e-3  # without a margin it changes them
+    assert (out[0, 0][near] - l[0, 0][near]).abs().max() > 1e-3
+
+
 def test_composed_model_takes_restoration_from_one_and_colour_from_the_other() -> None:
     from pikfix.training.restoration import fresh_detector, with_restoration
 
     colour, restoration = build_model("tiny"), fresh_detector(build_model("tiny"), 6)
-    composed = with_restoration(colour, restoration, detector_threshold=0.7)
+    composed = with_restoration(colour, restoration, detector_threshold=0.7, repair_margin=2)
     assert composed.config.restoration.detector_width == 6 and composed.restoration.detector_threshold == 0.7
+    assert composed.restoration.repair_margin == 2
     for key, value in composed.state_dict().items():
         source = restoration if key.startswith("restoration.") else colour
         assert torch.equal(value, source.state_dict()[key]), key

@@ -43,6 +43,9 @@ def test_a_clean_photo_passes_through_nearly_unchanged(pipe: FixPipeline, clean_
     restored = pipe.restore_l(clean_l)
     assert restored.mask is not None and float((restored.mask > 0.5).mean()) < 0.015
     assert float(np.abs(restored.l - clean_l).mean()) < 1.0  # in L units (0-100)
+    # The repair changes nothing far from its mask (repair_margin) and the tone head's small
+    # wobble is dropped (TONE_DEAD_ZONE): nearly every pixel is exactly the input's.
+    assert float((np.abs(restored.l - clean_l) < 1e-4).mean()) >= 0.95
     mse = float(np.mean((restored.l - clean_l) ** 2))
     assert 10 * np.log10(100.0**2 / mse) >= 25.0
 
@@ -64,3 +67,4 @@ def test_a_drawn_crack_is_found_and_mostly_repaired(pipe: FixPipeline, clean_l: 
     # Away from it the photo stays as it was (the mask, hence the repair, also takes the
     # crack's edges: a few pixels beside it are repainted).
     assert np.abs(restored.l - clean_l)[~near].mean() < 1.0
+    assert float((np.abs(restored.l - clean_l)[~near] < 1e-4).mean()) >= 0.9

@@ -83,6 +83,19 @@ def test_pipeline_applies_the_curve_to_the_whole_photo_at_every_size() -> None:
     assert np.abs(kept - l).max() < 1e-3
 
 
+def test_a_curve_that_barely_changes_the_photo_is_faded_out() -> None:
+    """``TONE_DEAD_ZONE`` (0.5, 1.0) L: a mean change of 0.25 L is dropped, one of 0.75 L is
+    half applied, one of 10 L applied whole."""
+    model = build_model("tiny").eval()
+    l = np.full((64, 96), 50.0, dtype=np.float32)
+    l[:, 48:] = 30.0
+    pipe = FixPipeline(model, "cpu", tile=64, tile_overlap=16, denoise=False)
+    for shift, applied in ((0.25, 0.0), (0.75, 0.375), (10.0, 10.0)):
+        _brightening(model.restoration.tone, shift / 50)
+        out = pipe._restore_tone(l)
+        assert np.abs(out - (l + applied)).max() < 1e-3, shift
+
+
 def test_models_without_a_tone_head_leave_tone_alone_and_with_tone_keeps_weights(tmp_path: Path) -> None:
     base = build_model("tiny")
     config = ModelConfig.from_dict({**base.config.to_dict(), "restoration": {

@@ -26,12 +26,15 @@ def main() -> None:
     parser.add_argument("--restoration", type=Path, required=True, help="checkpoint whose restoration sub-net is used")
     parser.add_argument("--detector", type=Path, default=None, help="checkpoint whose damage detector replaces the restoration's")
     parser.add_argument("--detector-threshold", type=float, default=None, help="sure-mask threshold (0: soft mask)")
+    parser.add_argument("--repair-margin", type=int, default=None,
+                        help="px around the mask the repair may change (-1: everywhere)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--half", action="store_true", help="write float16 weights")
     args = parser.parse_args()
     colour, colour_header = load_checkpoint(args.colour)
     source, source_header = load_checkpoint(args.restoration)
-    changes = {} if args.detector_threshold is None else {"detector_threshold": args.detector_threshold}
+    changes = {k: v for k, v in (("detector_threshold", args.detector_threshold), ("repair_margin", args.repair_margin))
+               if v is not None}
     meta = {**colour_header.get("metadata", {}), "restoration_training": source_header.get("metadata", {})}
     if args.detector is not None:
         detector, detector_header = load_checkpoint(args.detector)

@@ -127,6 +127,9 @@ class RestorationNet(nn.Module):
         self.unshuffle = cfg.unshuffle
         self.detector = DamageDetector(cfg.detector_width, cfg.detector_tophat) if cfg.detector_width > 0 else None
         self.detector_threshold = cfg.detector_threshold
+        # Where the mask says "clean", a repair can only lose detail (JPEG blocks smoothed, fine
+        # texture taken for dust): with a margin the residual is kept near the mask alone.
+        self.repair_margin = cfg.repair_margin
         # Applied by the caller to the whole photo before tiling (it needs the whole histogram).
         self.tone = ToneHead(cfg.tone_width) if cfg.tone_width > 0 else None
         # Also applied by the caller, after the repair, where the photo shows noise (``pikfix.denoise``).
@@ -180,7 +183,7 @@ class RestorationNet(nn.Module):
 
     def repair(self, l: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The levels alone: restored L from L and the damage mask guiding them (ignored, and
-        may be None, without a detector)."""
+        may be None, without a detector; with ``repair_margin`` >= 0 it also bounds the change)."""
         self._check_size(l)
         r = self.unshuffle
         size = (l.shape[-2] // r, l.shape[-1] // r)  # where the levels meet and are fused
@@ -198,4 +201,10 @@ class RestorationNet(nn.Module):
                 f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
             feats.append(f)
         residual = self.fuse(torch.cat(feats, dim=1))
-        return l + (F.pixel_shuffle(residual, r) if r > 1 else residual)
+        residual = F.pixel_shuffle(residual, r) if r > 1 else residual
+        if self.repair_margin >= 0 and mask is not None:
+            m = mask.to(l.dtype)
+            if self.repair_margin:
+                m = F.max_pool2d(m, 2 * self.repair_margin + 1, stride=1, padding=self.repair_margin)
+            residual = residual * m
+        return l + residual
