@@ -69,11 +69,17 @@ def peak_rss_mib() -> float:
 
 
 def time_fix(preset: str, megapixels: float, device: str = "auto", work_size: int = 512, tile: int = DEFAULT_TILE) -> SpeedResult:
-    """Fix one synthetic photo with a freshly initialised model (speed does not depend on weights)."""
+    """Fix one synthetic photo with a freshly initialised model (speed does not depend on the
+    weights, except that the tone curve must be one worth applying)."""
     dev = resolve_device(device)
     config = preset_config(preset)
     config.similarity.backbone_weights = "none"  # same arithmetic; no pretrained files needed
-    pipe = FixPipeline(build_model(config), dev, work_size=work_size, tile=tile)
+    model = build_model(config)
+    if model.restoration.tone is not None:
+        # A fresh tone head's curve is the identity, which the pipeline skips (TONE_DEAD_ZONE);
+        # a trained head's curve for a faded photo runs at full resolution: time that.
+        torch.nn.init.constant_(model.restoration.tone.mlp[-1].bias, 0.1)
+    pipe = FixPipeline(model, dev, work_size=work_size, tile=tile)
     photo = synthetic_photo(megapixels)
     reference = pipe.prepare_reference(synthetic_photo(0.3, seed=1))
     pipe.fix(photo[:256, :256], reference)  # warm-up (allocator, kernels)
