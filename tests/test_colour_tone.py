@@ -36,6 +36,17 @@ def _chroma(rgb: np.ndarray) -> float:
     return float(rgb_to_lab(torch.from_numpy(rgb).permute(2, 0, 1))[1:].norm(dim=0).mean())
 
 
+def test_a_dead_zone_leaves_a_photo_exact_under_a_small_correction_and_keeps_a_large_one() -> None:
+    rgb = _photo()
+    head = ColourToneHead(8)
+    with torch.no_grad():
+        head.mlp[-1].bias[: 3 * LEVELS] = 0.005  # every curve lifted by 0.5 %: below the zone
+    assert np.array_equal(correct_photo(head, rgb, (1.0, 2.0)), rgb)
+    assert np.abs(correct_photo(head, rgb) - rgb).max() > 2e-3  # without it the wobble is applied
+    with torch.no_grad():
+        head.mlp[-1].bias[: 3 * LEVELS] = 0.1  # lifted by 10 %: applied whole
+    assert np.abs(correct_photo(head, rgb, (1.0, 2.0)) - correct_photo(head, rgb)).max() < 1e-6
+
 def test_untrained_head_is_the_identity_and_strips_match_the_whole() -> None:
     rgb = _photo(STRIP_ROWS + 40, 64)
     assert np.abs(correct_photo(ColourToneHead(8), rgb) - rgb).max() < 2e-3

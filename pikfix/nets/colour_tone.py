@@ -74,12 +74,25 @@ def apply_correction(rgb: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, gain
     return lab_to_rgb(lab)
 
 
-def correct_photo(head: ColourToneHead, rgb: np.ndarray) -> np.ndarray:
+def correct_photo(head: ColourToneHead, rgb: np.ndarray, dead_zone: tuple[float, float] | None = None) -> np.ndarray:
     """A full-resolution colour photo (H, W, 3) in [0, 1] -> corrected, in row strips (the
-    correction is fitted once on the whole photo)."""
+    correction is fitted once on the whole photo).
+
+    ``dead_zone`` (lo, hi), in mean absolute RGB change x 100: a correction changing the photo
+    by less than lo is dropped, by more than hi applied whole, and faded in between (curves
+    and chroma gain alike), so a clean photo's small wobble leaves it exactly as it was.
+    """
     t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
     with torch.no_grad():
-        xs, ys, gain = head.correction(area_downscale(t, FEATURE_SIDE).clamp(0.0, 1.0))
+        small = area_downscale(t, FEATURE_SIDE).clamp(0.0, 1.0)
+        xs, ys, gain = head.correction(small)
+        if dead_zone is not None:
+            lo, hi = dead_zone
+            change = float((apply_correction(small, xs, ys, gain) - small).abs().mean()) * 100.0
+            weight = min(1.0, max(0.0, (change - lo) / (hi - lo)))
+            if weight == 0.0:
+                return rgb.astype(np.float32, copy=True)
+            ys, gain = xs + weight * (ys - xs), 1.0 + weight * (gain - 1.0)
         out = np.empty(rgb.shape, dtype=np.float32)
         for y0 in range(0, rgb.shape[0], STRIP_ROWS):
             strip = t[:, :, y0 : y0 + STRIP_ROWS].clamp(0.0, 1.0)
