@@ -263,7 +263,8 @@ def test_a_repair_margin_leaves_every_pixel_away_from_the_mask_exactly_as_it_was
     from pikfix.config import preset_config
 
     config = preset_config("tiny")
-    bounded = PikFix(dataclasses.replace(config, restoration=dataclasses.replace(config.restoration, repair_margin=margin)))
+    restoration = dataclasses.replace(config.restoration, repair_margin=margin)
+    bounded = PikFix(dataclasses.replace(config, restoration=restoration))
     torch.manual_seed(0)
     torch.nn.init.normal_(bounded.restoration.fuse[-1].weight, std=0.1)  # a trained net's residual is not zero
     free = PikFix(config)

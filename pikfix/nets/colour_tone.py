@@ -21,7 +21,7 @@ from torch import nn
 
 from pikfix.color import STRIP_ROWS, area_downscale, lab_to_rgb, rgb_to_lab
 from pikfix.nets.tone import (
-    FEATURE_SIDE, LEVELS, apply_curve, identity_start_mlp, quantile_levels, strictly_increasing,
+    FEATURE_SIDE, LEVELS, apply_curve, dead_zone_weight, identity_start_mlp, quantile_levels, strictly_increasing,
 )
 
 CHROMA_UNIT = 100.0  # ab units: chroma features are divided by this
@@ -87,9 +87,8 @@ def correct_photo(head: ColourToneHead, rgb: np.ndarray, dead_zone: tuple[float,
         small = area_downscale(t, FEATURE_SIDE).clamp(0.0, 1.0)
         xs, ys, gain = head.correction(small)
         if dead_zone is not None:
-            lo, hi = dead_zone
             change = float((apply_correction(small, xs, ys, gain) - small).abs().mean()) * 100.0
-            weight = min(1.0, max(0.0, (change - lo) / (hi - lo)))
+            weight = dead_zone_weight(change, dead_zone)
             if weight == 0.0:
                 return rgb.astype(np.float32, copy=True)
             ys, gain = xs + weight * (ys - xs), 1.0 + weight * (gain - 1.0)

@@ -100,6 +100,13 @@ class ToneHead(nn.Module):
         return apply_curve(l, *self.curve_for(l))
 
 
+def dead_zone_weight(change: float, zone: tuple[float, float]) -> float:
+    """How much of a whole-photo correction to apply, from the mean change it makes: 0 below
+    ``zone[0]``, 1 above ``zone[1]``, linear between (a clean photo's small wobble is dropped)."""
+    lo, hi = zone
+    return min(1.0, max(0.0, (change - lo) / (hi - lo)))
+
+
 def apply_curve_numpy(
     l: np.ndarray, xs: torch.Tensor, ys: torch.Tensor, out: np.ndarray | None = None
 ) -> np.ndarray:
