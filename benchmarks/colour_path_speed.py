@@ -1,6 +1,8 @@
 """Seconds and peak memory of the colour path (``FixPipeline.restore_colour_photo``: a photo with
 its own colour) on a synthetic grainy colour photo, with a model's colour tone head or, with
-``--rules``, without it. One case per process, so the peak is this case's own.
+``--rules``, without it. One case per process, so the peak is this case's own. ``--grain 0
+--keep-tone`` times a clean photo the head leaves as it is, whose own chroma goes on at full
+resolution.
 
     .venv/bin/python benchmarks/colour_path_speed.py --model models/pikfix-lite.safetensors --megapixels 24
 
@@ -23,7 +25,7 @@ from pikfix.pipeline import FixPipeline
 STRIP = 200  # rows: the test photo is drawn in strips, so drawing it costs no extra memory
 
 
-def _photo(megapixels: float, seed: int = 0) -> np.ndarray:
+def _photo(megapixels: float, grain: float = 0.02, seed: int = 0) -> np.ndarray:
     """A 3:2 colour photo of smooth hues with grain, (H, W, 3) float32 in [0, 1]."""
     h = max(STRIP, round((megapixels * 1e6 / 1.5) ** 0.5))
     w = round(h * 1.5)
@@ -33,8 +35,8 @@ def _photo(megapixels: float, seed: int = 0) -> np.ndarray:
     for y0 in range(0, h, STRIP):
         ys = (np.arange(y0, min(h, y0 + STRIP), dtype=np.float32) / w)[:, None]
         for c in range(3):
-            grain = rng.normal(0, 0.02, (len(ys), w)).astype(np.float32)
-            rgb[y0 : y0 + STRIP, :, c] = 0.5 + 0.3 * np.sin(9 * xs + 2 * c) * np.cos(7 * ys) + grain
+            noise = rng.normal(0, grain, (len(ys), w)).astype(np.float32) if grain > 0 else 0.0
+            rgb[y0 : y0 + STRIP, :, c] = 0.5 + 0.3 * np.sin(9 * xs + 2 * c) * np.cos(7 * ys) + noise
     return np.clip(rgb, 0.0, 1.0, out=rgb)
 
 
@@ -48,12 +50,14 @@ def main() -> None:
     parser.add_argument("--megapixels", type=float, default=24.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rules", action="store_true", help="drop the colour tone head: the rule-based correction")
+    parser.add_argument("--grain", type=float, default=0.02, help="grain's standard deviation (0: a clean photo)")
+    parser.add_argument("--keep-tone", action="store_true", help="skip the colour tone head, as `fix --keep-tone`")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = FixPipeline.from_checkpoint(args.model, device="cpu")
+    pipe = FixPipeline.from_checkpoint(args.model, device="cpu", keep_tone=args.keep_tone)
     if args.rules:
         pipe.model.restoration.colour_tone = None
-    rgb = _photo(args.megapixels)
+    rgb = _photo(args.megapixels, args.grain)
     before = _peak_mib()
     start = time.perf_counter()
     pipe.restore_colour_photo(rgb)

@@ -80,7 +80,8 @@ def correct_photo(head: ColourToneHead, rgb: np.ndarray, dead_zone: tuple[float,
 
     ``dead_zone`` (lo, hi), in mean absolute RGB change x 100: a correction changing the photo
     by less than lo is dropped, by more than hi applied whole, and faded in between (curves
-    and chroma gain alike), so a clean photo's small wobble leaves it exactly as it was.
+    and chroma gain alike), so a clean photo's small wobble leaves it exactly as it was: then
+    ``rgb`` itself is returned (no copy; callers can tell with ``is``).
     """
     t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
     with torch.no_grad():
@@ -90,7 +91,7 @@ def correct_photo(head: ColourToneHead, rgb: np.ndarray, dead_zone: tuple[float,
             change = float((apply_correction(small, xs, ys, gain) - small).abs().mean()) * 100.0
             weight = dead_zone_weight(change, dead_zone)
             if weight == 0.0:
-                return rgb.astype(np.float32, copy=True)
+                return rgb
             ys, gain = xs + weight * (ys - xs), 1.0 + weight * (gain - 1.0)
         out = np.empty(rgb.shape, dtype=np.float32)
         for y0 in range(0, rgb.shape[0], STRIP_ROWS):
