@@ -132,6 +132,18 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+def own_chroma_on(l: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """A photo's own chroma (H, W, 3) at full resolution on another L (H, W) in [0, 100] ->
+    sRGB (H, W, 3), in row strips (no full-size Lab copy)."""
+    out = np.empty(rgb.shape, dtype=np.float32)
+    for y in range(0, l.shape[0], STRIP_ROWS):
+        strip = torch.from_numpy(np.ascontiguousarray(rgb[y : y + STRIP_ROWS], dtype=np.float32)).permute(2, 0, 1)
+        lab = rgb_to_lab(strip.clamp(0.0, 1.0))
+        lab[0] = torch.from_numpy(np.ascontiguousarray(l[y : y + STRIP_ROWS], dtype=np.float32))
+        out[y : y + STRIP_ROWS] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
+    return out
+
+
 def grey_lightness(grey: np.ndarray) -> np.ndarray:
     """Lab L in [0, 100] of an sRGB grey image (H, W) in [0, 1], in numpy.
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pikfix.color import STRIP_ROWS, area_downscale, lab_to_rgb, rgb_to_lab
+from pikfix.color import STRIP_ROWS, area_downscale, lab_to_rgb, own_chroma_on, rgb_to_lab
 
 ANALYSIS_SIDE = 128  # px: chroma statistics need no more
 GREY_CHROMA = 3.0  # ab units: 95th-percentile chroma below this is a grey photo
@@ -151,16 +151,12 @@ def restore_colour(rgb: np.ndarray, restored_l: np.ndarray, correction: ColourCo
     The photo is its own reference: its chroma on the restored luminance, then the neutral
     shadows and highlights and the chroma gain.  Row strips keep memory a small multiple of the photo's own size.
     """
-    h, w = restored_l.shape
-    out = np.empty((h, w, 3), dtype=np.float32)
-    for y0 in range(0, h, STRIP_ROWS):
-        y1 = min(h, y0 + STRIP_ROWS)
-        strip = torch.from_numpy(np.ascontiguousarray(rgb[y0:y1], dtype=np.float32)).permute(2, 0, 1).clamp(0.0, 1.0)
-        lab = rgb_to_lab(strip)
-        lab[0] = torch.from_numpy(restored_l[y0:y1])
-        lab = rgb_to_lab(_neutralise(lab_to_rgb(lab), correction))
+    out = own_chroma_on(restored_l, rgb)
+    for y0 in range(0, out.shape[0], STRIP_ROWS):  # corrected in place, strip by strip
+        strip = torch.from_numpy(out[y0 : y0 + STRIP_ROWS]).permute(2, 0, 1).contiguous()
+        lab = rgb_to_lab(_neutralise(strip, correction))
         lab[1:] *= correction.chroma_gain
-        out[y0:y1] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
+        out[y0 : y0 + STRIP_ROWS] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
     return out
 
 

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from pikfix.checkpoint import load_checkpoint
 from pikfix.color import (
-    STRIP_ROWS, area_downscale, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, rgb_to_lab,
+    STRIP_ROWS, area_downscale, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, own_chroma_on,
+    rgb_to_lab,
 )
 from pikfix.colour_input import restore_own_colour
 from pikfix.config import DEFAULT_TILE
@@ -108,18 +109,6 @@ def _downscale(plane: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """(H, W) float array -> (1, 1, h, w) area-averaged tensor."""
     t = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32)).view(1, 1, *plane.shape)
     return F.interpolate(t, size=size, mode="area")
-
-
-def _own_chroma_on(l: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """Full-res L (H, W) in [0, 100] + a photo's own chroma at full resolution (H, W, 3) ->
-    sRGB, in row strips (no full-size Lab copy)."""
-    out = np.empty(rgb.shape, dtype=np.float32)
-    for y0 in range(0, l.shape[0], STRIP_ROWS):
-        strip = torch.from_numpy(np.ascontiguousarray(rgb[y0 : y0 + STRIP_ROWS], dtype=np.float32)).permute(2, 0, 1)
-        lab = rgb_to_lab(strip.clamp(0.0, 1.0))
-        lab = torch.cat([torch.from_numpy(np.ascontiguousarray(l[y0 : y0 + STRIP_ROWS]))[None], lab[1:]], dim=0)
-        out[y0 : y0 + STRIP_ROWS] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
-    return out
 
 
 def _put_repair_on_full(
@@ -271,7 +260,7 @@ class FixPipeline:
         del corrected, t  # the full-size corrected photo is not kept through the repair
         restored = self._restore_l(l, progress, mask, own_l=True, tone=False, learned_denoiser=False)
         if untouched and not restored.denoised:
-            return _own_chroma_on(restored.l, rgb), restored
+            return own_chroma_on(restored.l, rgb), restored
         return lab_image(restored.l, ab), restored
 
     def restore_l(
