@@ -27,7 +27,7 @@ from pikfix.model import PikFix
 from pikfix.nets.colour_tone import apply_correction, colour_features
 from pikfix.nets.tone import feature_scale
 from pikfix.training.restoration import rebuilt
-from pikfix.training.whole_photo import fit_head, random_scan
+from pikfix.training.whole_photo import TensorRecord, fit_head, random_scan
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class ColourToneTrainConfig:
 
 
 @dataclass
-class ColourSamples:
+class ColourSamples(TensorRecord):
     """Per sample: the input photo's ``colour_features`` (channel quantiles (N, 3, LEVELS) and
     features (N, 4 * LEVELS)), for the faded and the clean photo, and ``pixels`` pixel pairs
     (N, 3, pixels) faded and clean. A clean sample feeds the clean half as input (``batch``)."""
@@ -90,12 +90,6 @@ class ColourSamples:
     faded: torch.Tensor
     clean: torch.Tensor
 
-    def save(self, path: Path) -> None:
-        torch.save(dataclasses.asdict(self), path)
-
-    @classmethod
-    def load(cls, path: Path) -> "ColourSamples":
-        return cls(**torch.load(path, weights_only=True))
 
 
 def make_samples(paths: Sequence[Path], config: ColourToneTrainConfig, log: Callable[[str], None] = print) -> ColourSamples:

@@ -28,7 +28,7 @@ from pikfix.model import PikFix
 from pikfix.nets.tone import apply_curve, feature_scale, photo_quantiles
 from pikfix.training.degradation import DegradationConfig, degrade, to_grey
 from pikfix.training.restoration import config_dict, rebuilt
-from pikfix.training.whole_photo import fit_head, random_scan
+from pikfix.training.whole_photo import TensorRecord, fit_head, random_scan
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ToneTrainConfig:
 
 
 @dataclass
-class ToneSamples:
+class ToneSamples(TensorRecord):
     """Per sample, normalised L: the damaged photo's quantiles (N, LEVELS) and pixels
     (N, pixels), the clean photo's quantiles and the same pixels clean. A clean sample is the
     clean half fed as input (``pikfix.training.tone.batch``)."""
@@ -66,12 +66,6 @@ class ToneSamples:
     damaged: torch.Tensor
     clean: torch.Tensor
 
-    def save(self, path: Path) -> None:
-        torch.save(dataclasses.asdict(self), path)
-
-    @classmethod
-    def load(cls, path: Path) -> "ToneSamples":
-        return cls(**torch.load(path, weights_only=True))
 
 
 def _as_l(grey: np.ndarray) -> torch.Tensor:

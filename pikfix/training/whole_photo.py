@@ -9,6 +9,7 @@ kept in a cache folder between runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -38,12 +39,20 @@ class HeadTrainConfig(Protocol):
     def seed(self) -> int: ...
 
 
-class Samples(Protocol):
-    def save(self, path: Path) -> None: ...
+class TensorRecord:
+    """Mixin for a dataclass of tensors (a head's training samples): saved as one file, loaded
+    without pickle execution."""
+
+    def save(self, path: Path) -> None:
+        torch.save(dataclasses.asdict(self), path)  # type: ignore[call-overload]
+
+    @classmethod
+    def load(cls: type[R], path: Path) -> R:
+        return cls(**torch.load(path, weights_only=True))
 
 
 C = TypeVar("C", bound=HeadTrainConfig)
-S = TypeVar("S", bound=Samples)
+R = TypeVar("R", bound=TensorRecord)
 
 
 def resized(rgb: np.ndarray, long_side: int) -> np.ndarray:
@@ -99,9 +108,9 @@ def cached_samples(
     name: str,
     paths: Sequence[Path],
     config: C,
-    make: Callable[[Sequence[Path], C], S],
-    load: Callable[[Path], S],
-) -> S:
+    make: Callable[[Sequence[Path], C], R],
+    load: Callable[[Path], R],
+) -> R:
     """``make(paths, config)``, made once per (photos, seed, count, scan sizes) and kept in
     ``cache`` when one is given."""
     lo, hi = config.scan_long_side
