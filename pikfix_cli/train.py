@@ -37,6 +37,9 @@ def train(
         None, "--stage", help="Train one stage only: restoration, colorization or joint (else the config's stages)."
     ),
     crop: Optional[int] = typer.Option(None, "--crop", help="Training crop size (px)."),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="Start from this model file's weights and config (e.g. the shipped model)."
+    ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     seed: Optional[int] = typer.Option(None, "--seed"),
@@ -66,7 +69,7 @@ def train(
     if not isinstance(raw, dict):
         raise fail(f"{config}: the training config must be a JSON object")
     overrides = {"preset": preset, "max_steps": max_steps, "epochs": epochs, "batch_size": batch_size,
-                 "seed": seed, "num_workers": workers}
+                 "seed": seed, "num_workers": workers, "init": None if init is None else str(init)}
     raw.update({k: v for k, v in overrides.items() if v is not None})
     if stage is not None:
         raw["stages"] = [stage]

@@ -243,3 +243,33 @@ def test_resume_may_change_later_stages_but_not_finished_ones(photos, tmp_path):
     assert Trainer(photos, tmp_path / "r", _config(max_steps=2, stages=later), cpu, resume=True, log=lambda s: None).step == 1
     with pytest.raises(TrainError, match="stages of its first 1 steps"):
         Trainer(photos, tmp_path / "r", _config(max_steps=2, stages=["joint"]), cpu, resume=True, log=lambda s: None)
+
+
+def test_init_starts_from_a_model_file_and_records_it(photos, tmp_path):
+    cpu = torch.device("cpu")
+    source = Trainer(photos, tmp_path / "a", _config(max_steps=3, seed=1), cpu, log=lambda s: None)
+    source.fit()
+    model_file = tmp_path / "a" / "last.safetensors"
+    # Another seed initialises other weights; init replaces them with the file's.
+    run = Trainer(photos, tmp_path / "b", _config(max_steps=0, init=str(model_file)), cpu, log=lambda s: None)
+    assert _same_weights(run.model, source.model)
+    assert run.config.resolved_model() == source.model.config
+    run.fit()
+    recorded = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert recorded["init"] == str(model_file)
+    # A resumed run keeps its own trained weights, not the init file's.
+    Trainer(photos, tmp_path / "c", _config(max_steps=2, init=str(model_file)), cpu, log=lambda s: None).fit()
+    resumed = Trainer(photos, tmp_path / "c", _config(max_steps=2, init=str(model_file)), cpu, resume=True,
+                      log=lambda s: None)
+    assert not _same_weights(resumed.model, source.model)
+
+
+def test_init_errors_name_the_file(photos, tmp_path):
+    with pytest.raises(TrainError, match="missing.safetensors"):
+        _config(init=str(tmp_path / "missing.safetensors"))
+    Trainer(photos, tmp_path / "a", _config(max_steps=0), torch.device("cpu"), log=lambda s: None).fit()
+    model = TrainConfig(preset="tiny").resolved_model().to_dict()
+    model["restoration"]["repair_margin"] = 5
+    other = _config(init=str(tmp_path / "a" / "last.safetensors"), model=model)
+    with pytest.raises(TrainError, match="config differs"):
+        Trainer(photos, tmp_path / "b", other, torch.device("cpu"), log=lambda s: None)

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from pikfix.atomic import atomic_path
-from pikfix.checkpoint import save_checkpoint
+from pikfix.checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
 from pikfix.color import denormalize_ab, denormalize_l, lab_to_rgb
 from pikfix.config import ModelConfig, preset_config, reject_unknown_keys
 from pikfix.training.data import REF_RETRIEVED, DataConfig, PairDataset, reference_neighbours, scan_folders, split
@@ -119,12 +119,22 @@ class TrainConfig:
     # adaptive-pooling backward kernels have no deterministic version, so there it only warns.
     deterministic: bool = False
     stages: tuple[StageSpec, ...] = (StageSpec(),)
-    model: ModelConfig | None = None  # None: the preset's config
+    model: ModelConfig | None = None  # None: the preset's config (or the init model's)
+    # A model file (.safetensors) whose weights start the run, e.g. the shipped model, so that
+    # one stage can be trained further on top of sub-nets trained elsewhere (tools/train_*.py).
+    init: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
     def resolved_model(self) -> ModelConfig:
-        return self.model if self.model is not None else preset_config(self.preset)
+        if self.model is not None:
+            return self.model
+        if self.init is not None:
+            try:
+                return ModelConfig.from_dict(read_header(self.init)["config"])
+            except (CheckpointError, KeyError, TypeError) as err:
+                raise ValueError(f"init model: {err}") from None
+        return preset_config(self.preset)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -397,7 +407,10 @@ class Trainer:
         self.steps_per_epoch = self.schedule.steps_per_epoch
         self.crops = _CropPlan(self.train_set, self.schedule.rounds)
 
-        self.model = PikFix(config.resolved_model()).to(self.device)
+        self.model = PikFix(config.resolved_model())
+        if config.init is not None and state is None:
+            self.model.load_state_dict(_init_weights(Path(config.init), self.model))
+        self.model.to(self.device)
         if self.model.restoration.tone is not None:
             # The tone head needs whole photos, not crops: tools/train_tone.py trains it.
             self.model.restoration.tone.requires_grad_(False)
@@ -697,6 +710,17 @@ class Trainer:
             dist.broadcast(flag, src=0)
             stop = bool(flag.item())
         return stop
+
+
+def _init_weights(path: Path, model: PikFix) -> dict[str, torch.Tensor]:
+    """The state of the model file ``path``, which must have ``model``'s config (TrainError otherwise)."""
+    try:
+        loaded, _ = load_checkpoint(path)
+    except CheckpointError as err:
+        raise TrainError(f"init model: {err}") from None
+    if loaded.config != model.config:
+        raise TrainError(f"init model {path}: its config differs from the run's model config; leave 'model' unset to use its own")
+    return loaded.state_dict()
 
 
 def _stages_until(stages: list[dict[str, Any]], steps: int) -> list[str]:
