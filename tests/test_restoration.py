@@ -319,3 +319,36 @@ def test_tophats_find_thin_lines_and_the_detector_sees_them() -> None:
     assert torch.allclose(th[0, 1, 5:8, 5:8], torch.tensor(0.4)) and float(th[0, 1, 25:, 2:10].max()) < 1e-6
     detector = DamageDetector(4, tophat=7)
     assert detector.body[0].in_channels == 3 and detector(x).shape == (1, 1, 40, 40)
+
+
+def test_a_bounded_repair_skips_an_empty_mask_with_the_same_result() -> None:
+    import dataclasses
+
+    from pikfix.config import preset_config
+
+    config = preset_config("tiny")
+    model = PikFix(dataclasses.replace(config, restoration=dataclasses.replace(config.restoration, repair_margin=2)))
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.restoration.fuse[-1].weight, std=0.1)
+    l = torch.rand(1, 1, 32, 32) * 2 - 1
+    empty, marked = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
+    marked[0, 0, 8:12, 8:12] = 1.0
+    with torch.no_grad():
+        computed = {name: model.restoration.repair(l, m) for name, m in (("empty", empty), ("marked", marked))}
+        model.eval()  # inference skips the levels where the mask is empty
+        for name, m in (("empty", empty), ("marked", marked)):
+            assert torch.equal(model.restoration.repair(l, m), computed[name]), name
+    assert torch.equal(computed["empty"], l) and not torch.equal(computed["marked"], l)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 8, 17, 31])
+def test_the_max_filter_equals_a_max_pooling_of_the_same_window(size: int) -> None:
+    import torch.nn.functional as F
+
+    from pikfix.nets.restoration import _max_filter
+
+    x = torch.randn(2, 2, 23, 41)
+    pad = size // 2
+    rows = F.max_pool2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), (1, size), stride=1)
+    expected = F.max_pool2d(F.pad(rows, (0, 0, pad, pad), mode="replicate"), (size, 1), stride=1)
+    assert torch.equal(_max_filter(x, size), expected)
