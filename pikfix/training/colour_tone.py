@@ -91,7 +91,6 @@ class ColourSamples(TensorRecord):
     clean: torch.Tensor
 
 
-
 def make_samples(paths: Sequence[Path], config: ColourToneTrainConfig, log: Callable[[str], None] = print) -> ColourSamples:
     """``samples_per_photo`` faded versions of every photo, with its clean original, seeded per sample."""
     rows: dict[str, list[torch.Tensor]] = {f.name: [] for f in dataclasses.fields(ColourSamples)}

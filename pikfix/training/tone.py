@@ -67,7 +67,6 @@ class ToneSamples(TensorRecord):
     clean: torch.Tensor
 
 
-
 def _as_l(grey: np.ndarray) -> torch.Tensor:
     return normalize_l(torch.from_numpy(grey_lightness(grey))[None, None])
 

@@ -382,6 +382,9 @@ class Trainer:
         resume: bool = False,
         log: Callable[[str], None] = print,
     ) -> None:
+        if config.init is not None and config.model is None:
+            # The init file's config, read once: checkpoints record it without rereading the file.
+            config = dataclasses.replace(config, model=config.resolved_model())
         self.config = config
         self.run_dir = run_dir
         self.log_line = log
