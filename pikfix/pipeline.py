@@ -10,7 +10,8 @@ the scan's own. Last, where the photo shows noise, an edge-preserving filter sca
 reduces noise and grain at full resolution (``pikfix.denoise``). Colour is predicted at a
 bounded working size (the similarity matrices grow with the square of the pixel count) and
 the predicted chroma, averaged down to a quarter of that size, is upsampled onto the
-full-resolution restored luminance, as DDColor and DeOldify do. A photo with its own colour
+full-resolution restored luminance by a guided filter, so colour edges follow the luminance's
+edges (``lab_image``). A photo with its own colour
 (``restore_colour_photo``) keeps it, corrected by the colour tone head. Colour conversions run
 in row strips so that peak memory stays a small multiple of the photo's own size even for 24+
 megapixel scans.
@@ -53,6 +54,16 @@ from pikfix.tiling import restore_tiled
 # 0.635 at 8, which bleeds colour across edges; evaluation recipe: 20.03 / 0.684 -> 20.10 / 0.690 at 4.
 CHROMA_SCALE = 4
 
+# The chroma is put on the full-resolution L by a guided filter (``lab_image``): where a colour
+# edge lies on an L edge it stays there, instead of bleeding across it as bilinear chroma does.
+# Radius in chroma pixels (8 px at the working size); EPS in (L / 100)^2: L steps much smaller
+# than 0.1 (10 L units) do not steer the colour. Validation photos, bilinear -> guided, PSNR /
+# SSIM: clean grey matched 28.15 / 0.959 -> 28.38 / 0.964, random other 20.45 / 0.929 -> 20.72 /
+# 0.937, evaluation damage with auto references (k 3) 18.25 / 0.682 -> 18.40 / 0.691, faded
+# colour prints 22.86 / 0.901 -> 23.65 / 0.898 (runs/s20, model card "Guided chroma").
+GUIDE_RADIUS = 2
+GUIDE_EPS = 1e-2
+
 # The tone head's curve fades in with the mean change it makes to the photo (L units): none
 # below the first number, all of it above the second. A clean photo's curve is a small wobble
 # that only costs fidelity; a faded photo's is far larger (on the head's validation samples a
@@ -88,19 +99,43 @@ def _resample_rows(small: torch.Tensor, h: int, w: int, y0: int, y1: int) -> tor
     return F.grid_sample(small, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2 radius + 1) square window, borders replicated; same size out."""
+    return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), 2 * radius + 1, stride=1)
+
+
+def guide_coefficients(l: np.ndarray, ab: torch.Tensor) -> torch.Tensor:
+    """The guided filter's local linear model of the chroma on the lightness, at the chroma's
+    resolution: full-res L (H, W) in [0, 100] + ab (1, 2, h, w) -> (1, 4, h, w), the slopes
+    (a, b channels) then the offsets, so that ab ~ slope x L / 100 + offset near each pixel.
+
+    This is the fast guided filter (He and Sun 2015; He et al. 2013): L is area-averaged to the
+    chroma's size, the model is fitted in windows of ``GUIDE_RADIUS`` and averaged over them.
+    """
+    guide = _downscale(l, tuple(ab.shape[-2:])) / 100.0
+    mean_l, mean_ab = _box(guide, GUIDE_RADIUS), _box(ab, GUIDE_RADIUS)
+    covariance = _box(guide * ab, GUIDE_RADIUS) - mean_l * mean_ab
+    variance = _box(guide * guide, GUIDE_RADIUS) - mean_l * mean_l
+    slope = covariance / (variance + GUIDE_EPS)
+    return torch.cat([_box(slope, GUIDE_RADIUS), _box(mean_ab - slope * mean_l, GUIDE_RADIUS)], dim=1)
+
+
 def lab_image(l: np.ndarray, ab: torch.Tensor) -> np.ndarray:
     """Full-res L (H, W) in [0, 100] + normalised ab (1, 2, h, w) at any size -> sRGB (H, W, 3).
 
-    The chroma is upsampled bilinearly strip by strip, so the full-resolution ab never exists
-    in memory at once.
+    The chroma goes on L through the guided filter's coefficients (``guide_coefficients``),
+    upsampled bilinearly strip by strip, so the full-resolution ab never exists in memory at
+    once and colour edges sit on L's edges instead of bleeding across them.
     """
     h, w = l.shape
-    ab = ab.float().cpu()
+    coefficients = guide_coefficients(l, ab.float().cpu())
     out = np.empty((h, w, 3), dtype=np.float32)
     for y0 in range(0, h, STRIP_ROWS):
         y1 = min(h, y0 + STRIP_ROWS)
-        ab_strip = _resample_rows(ab, h, w, y0, y1)
-        lab = torch.cat([torch.from_numpy(l[y0:y1]).unsqueeze(0), denormalize_ab(ab_strip[0])], dim=0)
+        c = _resample_rows(coefficients, h, w, y0, y1)[0]
+        l_strip = torch.from_numpy(l[y0:y1])
+        ab_strip = c[:2].mul_(l_strip / 100.0).add_(c[2:]).clamp_(-1.0, 1.0)  # in place: one strip's memory
+        lab = torch.cat([l_strip.unsqueeze(0), denormalize_ab(ab_strip)], dim=0)
         out[y0:y1] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
     return out
 
