@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import numpy as np
 import torch
@@ -53,6 +54,43 @@ def test_a_clean_photo_is_left_exactly_as_it_is_and_a_noisy_one_is_denoised() ->
     assert sigma >= D.NOISE_THRESHOLD and filtered
     assert _psnr(out, clean) > _psnr(noisy, clean) + 5
     assert np.abs(out[140:160] - clean[140:160]).mean() < 3  # the edge at row 150 is kept, not blurred away
+
+
+def _jpeg(l: np.ndarray, quality: int) -> np.ndarray:
+    """L in [0, 100] through an 8-bit greyscale JPEG and back."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.round(l * 2.55), 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded, dtype=np.float32) / 2.55
+
+
+def test_the_jpeg_grid_is_seen_only_where_it_lies() -> None:
+    noisy = _noisy(_scene(), 3.0)
+    assert 0.9 < D.blockiness(noisy) < 1.1  # no grid
+    saved = _jpeg(noisy, 55)
+    assert D.blockiness(saved) > D.BLOCKINESS_THRESHOLD
+    assert D.blockiness(saved[3:, 5:]) < D.BLOCKINESS_THRESHOLD  # cropped: its grid is off ours
+    assert D.blockiness(saved[:8, :8]) == 1.0  # too small to tell
+
+
+def test_blockiness_in_strips_equals_one_pass(monkeypatch) -> None:
+    saved = _jpeg(_noisy(_scene(2 * 40 + 13, 90), 3.0), 55)
+    whole = D.blockiness(saved)
+    monkeypatch.setattr(D, "STRIP_ROWS", 40)  # three strips, the last one short
+    assert abs(D.blockiness(saved) - whole) < 1e-6  # float32 sums in another order
+
+
+def test_noise_a_jpeg_hid_is_filtered_where_the_grid_shows() -> None:
+    clean = _scene()
+    saved = _jpeg(_noisy(clean, 3.0), 55)  # the JPEG smooths the flat areas the noise is measured in
+    out = saved.copy()
+    sigma, filtered = D.denoise(out)
+    assert D.JPEG_NOISE_THRESHOLD <= sigma < D.NOISE_THRESHOLD and filtered
+    assert _psnr(out, clean) > _psnr(saved, clean) + 1
+    shifted = saved[3:, 5:].copy()  # the same noise level without the grid: left alone
+    sigma, filtered = D.denoise(shifted)
+    assert sigma < D.NOISE_THRESHOLD and not filtered and np.array_equal(shifted, saved[3:, 5:])
 
 
 def test_denoising_in_strips_equals_filtering_the_whole_photo() -> None:
