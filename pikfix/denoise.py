@@ -63,6 +63,13 @@ def noise_sigma(l: np.ndarray) -> float:
     return float(torch.quantile(means, FLATTEST)) * math.sqrt(math.pi / 2) / 6
 
 
+def _across_borders(steps: torch.Tensor, first: int) -> np.ndarray:
+    """(sum, count) of the steps (R, C) whose column lies across a ``JPEG_GRID`` border, then of
+    all of them; column 0 is the step between pixels ``first`` and ``first + 1``."""
+    on = steps[:, (JPEG_GRID - 1 - first) % JPEG_GRID :: JPEG_GRID]
+    return np.array([float(on.sum()), on.numel(), float(steps.sum()), steps.numel()])
+
+
 def blockiness(l: np.ndarray) -> float:
     """How strongly a photo's L (H, W) shows a JPEG grid: the mean absolute step between
     neighbouring pixels across ``JPEG_GRID`` borders over the mean step elsewhere, columns and
@@ -70,20 +77,16 @@ def blockiness(l: np.ndarray) -> float:
     h, w = l.shape
     if h <= JPEG_GRID or w <= JPEG_GRID:
         return 1.0
-    sums = np.zeros(4)  # steps across borders and elsewhere, for columns then rows
-    counts = np.zeros(4)
+    columns, rows = np.zeros(4), np.zeros(4)
     for y0 in range(0, h, STRIP_ROWS):
-        rows = torch.from_numpy(np.ascontiguousarray(l[y0 : min(h, y0 + STRIP_ROWS + 1)], dtype=np.float32))
-        for axis, (steps, first) in enumerate(((rows[: STRIP_ROWS].diff(dim=1).abs(), 0), (rows.diff(dim=0).abs(), y0))):
-            # step i lies between pixels i and i + 1 (columns; rows from the strip's first row)
-            index = torch.arange(steps.shape[1 - axis]) + first
-            border = (index % JPEG_GRID == JPEG_GRID - 1).view((1, -1) if axis == 0 else (-1, 1))
-            sums[2 * axis] += float((steps * border).sum())
-            sums[2 * axis + 1] += float((steps * ~border).sum())
-            counts[2 * axis] += float(border.sum()) * steps.shape[axis]
-            counts[2 * axis + 1] += float((~border).sum()) * steps.shape[axis]
-    means = sums / np.maximum(counts, 1)
-    return float((means[0] / max(means[1], 1e-6) + means[2] / max(means[3], 1e-6)) / 2)
+        strip = torch.from_numpy(np.ascontiguousarray(l[y0 : min(h, y0 + STRIP_ROWS + 1)], dtype=np.float32))
+        columns += _across_borders(strip[:STRIP_ROWS].diff(dim=1).abs(), 0)
+        rows += _across_borders(strip.diff(dim=0).abs().T, y0)  # the strip's last row is the next one's first
+
+    def ratio(on_sum: float, on_count: float, all_sum: float, all_count: float) -> float:
+        return (on_sum / on_count) / max((all_sum - on_sum) / (all_count - on_count), 1e-6)
+
+    return (ratio(*columns) + ratio(*rows)) / 2
 
 
 def _bilateral(x: torch.Tensor, range_sigma: float) -> torch.Tensor:

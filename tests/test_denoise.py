@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import numpy as np
 import torch
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pikfix import denoise as D
+from pikfix.benchmark.damage import _jpeg as jpeg_round_trip
 from pikfix.config import preset_config
 from pikfix.model import build_model
 from pikfix.nets.denoise import HALO, Denoiser
@@ -57,12 +57,8 @@ def test_a_clean_photo_is_left_exactly_as_it_is_and_a_noisy_one_is_denoised() ->
 
 
 def _jpeg(l: np.ndarray, quality: int) -> np.ndarray:
-    """L in [0, 100] through an 8-bit greyscale JPEG and back."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.round(l * 2.55), 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return np.asarray(decoded, dtype=np.float32) / 2.55
+    """L in [0, 100] through an 8-bit greyscale JPEG and back (the evaluation recipe's)."""
+    return jpeg_round_trip(l / 100.0, quality) * 100.0
 
 
 def test_the_jpeg_grid_is_seen_only_where_it_lies() -> None:
