@@ -42,6 +42,7 @@ class RestorationConfig:
     repair_margin: int = -1  # >= 0: the repair changes only pixels within this many px of the mask; -1: everywhere
     tone_width: int = 0  # hidden width of the whole-photo tone head (pikfix.nets.tone); 0: none
     denoiser_width: int = 0  # width of the learned denoiser run after the repair (pikfix.nets.denoise); 0: none
+    sharpener_width: int = 0  # width of the sharpener run after the denoiser (pikfix.nets.denoise.Sharpener); 0: none
     colour_tone_width: int = 0  # hidden width of the colour photos' fade correction (pikfix.nets.colour_tone); 0: none
 
 
@@ -106,12 +107,12 @@ def _sub(kind: type, data: dict[str, Any], section: str) -> Any:
 
 def _paper() -> ModelConfig:
     """Close to the paper's sizes (DenseNet 6/12/24/16 encoder, 256 bins), plus the damage
-    detector, the tone head and the denoiser. The paper's ImageNet ResNet34 installs nowhere offline, so the similarity sub-net
+    detector, the tone head, the denoiser and the sharpener. The paper's ImageNet ResNet34 installs nowhere offline, so the similarity sub-net
     uses ImageNet VGG19 (Oxford's, ``make weights``), the correspondence features of He et al.
     (2018), frozen."""
     return ModelConfig(
         preset="paper",
-        restoration=RestorationConfig(detector_width=32, tone_width=64, denoiser_width=32),
+        restoration=RestorationConfig(detector_width=32, tone_width=64, denoiser_width=32, sharpener_width=32),
         similarity=SimilarityConfig(backbone="vgg19", backbone_weights="imagenet"),
     )
 
@@ -123,7 +124,7 @@ def _lite() -> ModelConfig:
         preset="lite",
         restoration=RestorationConfig(
             channels=32, growth=16, blocks=2, units=3, detector_width=32, detector_tophat=17, unshuffle=2, tone_width=64,
-            denoiser_width=32,
+            denoiser_width=32, sharpener_width=32,
         ),
         similarity=SimilarityConfig(
             backbone="efficientnet_lite0", backbone_weights="imagenet", channels=32, temperature=0.05

@@ -13,6 +13,10 @@ white Gaussian noise. It is averaged per 16 x 16 block and the 5th percentile of
 is kept: the photo's flattest areas, where fur, foliage or stonework cannot pass for noise.
 A JPEG saved after the noise smooths exactly those flat areas, so a noisy scan saved as JPEG
 measures low; where the JPEG grid shows (``blockiness``), a lower noise level suffices.
+
+After it, a model's learned sharpener (``sharpen``) restores detail where the photo is soft:
+it is run on a sample of rows first and applied only where it would change the photo by
+``SHARPEN_DEAD_ZONE`` on average, so a sharp photo is left exactly as it is.
 Every pass runs in row strips, so a 24 MP scan costs a strip's memory, not a copy.
 """
 
@@ -26,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from pikfix.color import STRIP_ROWS
-from pikfix.nets.denoise import HALO, Denoiser
+from pikfix.nets.denoise import HALO, Denoiser, Sharpener
+from pikfix.nets.tone import dead_zone_weight
 
 NOISE_THRESHOLD = 0.5  # L units: every clean validation photo measures below 0.4
 # On a photo that shows the 8 px JPEG grid, the filter runs from a lower noise level: a noisy
@@ -38,6 +43,12 @@ NOISE_THRESHOLD = 0.5  # L units: every clean validation photo measures below 0.
 JPEG_GRID = 8  # px
 BLOCKINESS_THRESHOLD = 1.25
 JPEG_NOISE_THRESHOLD = 0.2  # L units
+# The sharpener runs where it would change L by at least SHARPEN_DEAD_ZONE[0] on average (its
+# output fades in up to SHARPEN_DEAD_ZONE[1]): on a sharp photo it makes a small wobble only
+# (the clean validation photos at their own size: at most 0.20 L; at 512 px all but one below
+# 0.30; blurred ones 0.35-1.06; models/pikfix-lite.md, "Sharpener").
+SHARPEN_DEAD_ZONE = (0.35, 0.7)  # L units
+SAMPLE_STRIPS, SAMPLE_ROWS = 8, 64  # rows the sharpener's change is measured on
 BLOCK = 16  # px, side of the blocks the noise is measured in
 FLATTEST = 0.05  # the quantile of block noise taken as the photo's noise
 RADIUS = 2  # the filter's window is (2 RADIUS + 1) px square
@@ -124,15 +135,20 @@ def _in_strips(l: np.ndarray, halo: int, filter_: Callable[[torch.Tensor], torch
         if above is not None:
             rows[: y0 - top] = above[len(above) - (y0 - top) :]
         above = rows[max(0, y1 - halo - top) : y1 - top].copy()
-        strip = torch.from_numpy(rows).view(1, 1, *rows.shape)
-        mode = "reflect" if min(rows.shape) > halo else "replicate"
-        padded = F.pad(strip, (halo, halo, halo - (y0 - top), halo - (bottom - y1)), mode=mode)
-        l[y0:y1] = filter_(padded)[0, 0].clamp(0.0, 100.0).numpy()
+        l[y0:y1] = filter_(_padded(rows, y0 - top, bottom - y1, halo))[0, 0].clamp(0.0, 100.0).numpy()
+
+
+def _padded(rows: np.ndarray, above: int, below: int, halo: int) -> torch.Tensor:
+    """Rows (R, W) that hold ``above`` / ``below`` rows of context beyond a strip, padded (reflected)
+    to ``halo`` px on every side: (1, 1, R - above - below + 2 halo, W + 2 halo)."""
+    strip = torch.from_numpy(rows).view(1, 1, *rows.shape)
+    mode = "reflect" if min(rows.shape) > halo else "replicate"
+    return F.pad(strip, (halo, halo, halo - above, halo - below), mode=mode)
 
 
 def _net_filter(net: Denoiser, sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The learned denoiser, told the photo's noise ``sigma``, as a strip filter on padded L in
-    [0, 100], on the net's device."""
+    """The learned denoiser (or sharpener), told the photo's noise ``sigma``, as a strip filter
+    on padded L in [0, 100], on the net's device."""
     param = next(net.parameters())
     level = torch.tensor([sigma], device=param.device)
 
@@ -157,3 +173,35 @@ def denoise(l: np.ndarray, sigma: float | None = None, net: Denoiser | None = No
     else:
         _in_strips(l, RADIUS, lambda padded: _bilateral(padded, RANGE_FACTOR * sigma))
     return sigma, True
+
+
+
+def _sampled_change(l: np.ndarray, filter_: Callable[[torch.Tensor], torch.Tensor], halo: int) -> float:
+    """Mean absolute change (L units) ``filter_`` (as for ``_in_strips``) makes on up to
+    ``SAMPLE_STRIPS`` strips of ``SAMPLE_ROWS`` rows spread evenly over L (H, W); L is not changed."""
+    h = l.shape[0]
+    count = min(SAMPLE_STRIPS, math.ceil(h / SAMPLE_ROWS))
+    total, pixels = 0.0, 0
+    for i in range(count):
+        # Even rows, as the strips of ``_in_strips``: the nets work on 2 x 2 pixel blocks.
+        y0 = 2 * (round(i * (h - SAMPLE_ROWS) / max(1, count - 1)) // 2) if count > 1 else 0
+        y1 = min(h, y0 + SAMPLE_ROWS)
+        top, bottom = max(0, y0 - halo), min(h, y1 + halo)
+        rows = np.array(l[top:bottom], dtype=np.float32)
+        out = filter_(_padded(rows, y0 - top, bottom - y1, halo))[0, 0].clamp(0.0, 100.0)
+        total += float((out - torch.from_numpy(rows[y0 - top : y1 - top])).abs().sum())
+        pixels += out.numel()
+    return total / max(pixels, 1)
+
+
+def sharpen(l: np.ndarray, net: Sharpener, sigma: float | None = None) -> tuple[float, float]:
+    """Sharpen L (H, W) in [0, 100] in place with the learned sharpener, told the noise left on
+    it (``sigma``, measured by ``noise_sigma`` when None, as in its training), where it would
+    change the photo enough to be soft (``SHARPEN_DEAD_ZONE``, measured on a sample of rows);
+    returns (that mean change, the share of the sharpening applied)."""
+    run = _net_filter(net, noise_sigma(l) if sigma is None else sigma)
+    change = _sampled_change(l, run, HALO)
+    weight = dead_zone_weight(change, SHARPEN_DEAD_ZONE)
+    if weight > 0.0:
+        _in_strips(l, HALO, lambda padded: (1.0 - weight) * padded[..., HALO:-HALO, HALO:-HALO] + weight * run(padded))
+    return change, weight

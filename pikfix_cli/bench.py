@@ -58,6 +58,7 @@ def bench(
     ),
     long_side: int = typer.Option(512, "--long-side", help="--restoration: photos resized to this long side (px)."),
     restore_size: int = typer.Option(2048, "--restore-size", help="Longest side (px) at which models repair damage."),
+    sharpen: bool = typer.Option(False, "--sharpen", help="--restoration: the models also sharpen soft photos (fix --sharpen)."),
     presets: list[str] = typer.Option([], "--presets", help="--speed: presets, comma-separated [lite,paper]."),
     sizes: list[str] = typer.Option([], "--sizes", help="--speed: megapixels, comma-separated [0.25,1,12,24]."),
 ) -> None:
@@ -81,7 +82,9 @@ def bench(
                 raise fail("--restoration scores clean photos damaged on the fly: give a folder of photos")
             photos = synthetic if synthetic is not None else folder
             dataset = _dataset(None, None, None, None, photos, False, val_split, val_fraction, seed, False).head(max_images)
-            _restoration(out, dataset, model, recipe or "eval", long_side, seed, device, tile, tile_overlap, restore_size, baselines)
+            _restoration(
+                out, dataset, model, recipe or "eval", long_side, seed, device, tile, tile_overlap, restore_size, baselines, sharpen
+            )
             return
         dataset = _dataset(folder, realold, inputs, targets, synthetic, colorization_only, val_split, val_fraction, seed, faded, recipe)
         if folder is not None and ref_mode is None and not (ref or refs or index):
@@ -222,7 +225,7 @@ def _quality(out: Path, dataset: "Dataset", mode: str, config: dict[str, Any]) -
 
 def _restoration(
     out: Path, dataset: "Dataset", models: list[Path], recipe: str, long_side: int, seed: int, device: str,
-    tile: int, tile_overlap: int, restore_size: int, baselines: bool,
+    tile: int, tile_overlap: int, restore_size: int, baselines: bool, sharpen: bool,
 ) -> None:
     from pikfix.benchmark.damage import RECIPES
     from pikfix.benchmark.restoration import classical_methods, model_method, run_restoration_bench
@@ -234,7 +237,8 @@ def _restoration(
     methods = classical_methods(baselines)
     for path in models:
         try:
-            pipe = FixPipeline.from_checkpoint(path, device, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size)
+            pipe = FixPipeline.from_checkpoint(path, device, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size,
+                                               sharpen=sharpen)
         except (CheckpointError, ValueError) as err:
             raise fail(str(err)) from None
         methods.append(model_method(path.stem, pipe))

@@ -42,6 +42,7 @@ class FileReport:
     mask_output: Optional[str] = None  # <name>.mask.png written by --save-mask
     noise: Optional[float] = None  # noise measured after the repair (sigma, L units); None with --no-denoise
     denoised: Optional[bool] = None  # whether noise and grain were reduced
+    sharpened: Optional[float] = None  # share of the sharpener's change applied (grey photos; 0: none)
 
 
 def _output_path(out_dir: Path, rel: Path, ext: Optional[str]) -> Path:
@@ -96,6 +97,9 @@ def fix(
     no_denoise: bool = typer.Option(
         False, "--no-denoise", help="Keep the photo's noise and grain (by default reduced where the photo shows noise)."
     ),
+    sharpen: bool = typer.Option(
+        False, "--sharpen", help="Sharpen grey photos that are soft (mild blur, small scans); off by default, as large scans are soft by nature."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout (for scripts)."),
 ) -> None:
     """Restore damaged old photos and colorize them from colour references.
@@ -131,10 +135,13 @@ def fix(
     try:
         pipe = FixPipeline.from_checkpoint(
             model_path, device, work_size=work_size, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size,
-            keep_tone=keep_tone, denoise=not no_denoise,
+            keep_tone=keep_tone, denoise=not no_denoise, sharpen=sharpen,
         )
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from None
+    if sharpen and (no_denoise or pipe.model.restoration.sharpener is None):
+        why = "--no-denoise" if no_denoise else f"{model_path.name} has no sharpener"
+        warn(f"--sharpen has no effect with {why}")
     if keep_tone and pipe.model.restoration.tone is None and pipe.model.restoration.colour_tone is None:
         warn(f"{model_path.name} has no tone head: --keep-tone has no effect with it")
     if (mask is not None or save_mask) and pipe.model.restoration.detector is None:
@@ -228,6 +235,7 @@ def _fix_one(
             report.mask = str(user_mask) if user_mask is not None else "detected"
         if restored.noise is not None:
             report.noise, report.denoised = round(restored.noise, 2), restored.denoised
+        report.sharpened = round(restored.sharpened, 2)
         report.path = "restored-colour" if own_colour else "colorized"
         ref_panels: list[tuple[str, np.ndarray]] = []
         confidence: Optional[float] = None

@@ -443,3 +443,23 @@ def test_no_denoise_keeps_the_photos_noise(tmp_path, model_path, ref):
     assert reported["kept"]["denoised"] is None and reported["kept"]["noise"] is None
     roughness = {k: float(np.abs(np.diff(v, axis=0)).mean()) for k, v in grey.items()}
     assert roughness["default"] < 0.6 * roughness["kept"]
+
+
+def test_sharpen_is_on_request_and_reported(tmp_path, model_path, ref):
+    from pikfix.training.denoise import with_denoiser
+
+    model = with_denoiser(build_model("tiny"), 4, "sharpener")
+    with torch.no_grad():  # a sharpener that darkens by 2 L everywhere: a change worth applying
+        model.restoration.sharpener.body[-1].weight.zero_()
+        model.restoration.sharpener.body[-1].bias.fill_(0.02)
+    sharpening = tmp_path / "sharpener.safetensors"
+    save_checkpoint(model, sharpening)
+    src = _photo(tmp_path / "old.png", (64, 48))
+    reported = {}
+    for name, extra in (("default", []), ("sharpened", ["--sharpen"])):
+        res = _fix(str(src), "--ref", str(ref), "--model", str(sharpening), "-o", str(tmp_path / name), "--json", *extra)
+        assert res.exit_code == 0, res.output
+        reported[name] = json.loads(res.stdout)["files"][0]["sharpened"]
+    assert reported == {"default": 0.0, "sharpened": 1.0}
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "n"), "--sharpen")
+    assert res.exit_code == 0 and "has no sharpener" in res.stderr

@@ -1,5 +1,5 @@
-"""The head-training tools (tools/train_tone.py, train_colour_tone.py, train_denoiser.py): a
-rerun with the same seed writes the same weights, fresh head included."""
+"""The head-training tools (tools/train_tone.py, train_colour_tone.py, train_denoiser.py, also
+--sharpener): a rerun with the same seed writes the same weights, fresh head included."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from pikfix.checkpoint import save_checkpoint
 from pikfix.model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = {
-    "train_tone.py": ["--fresh", "--width", "8", "--samples-per-photo", "2", "--steps", "5"],
-    "train_colour_tone.py": ["--width", "8", "--samples-per-photo", "2", "--steps", "5"],
-    "train_denoiser.py": ["--width", "8", "--steps", "3", "--batch-size", "2", "--crop", "32", "--pool", "8",
-                          "--val-samples", "4"],
+_DENOISER = ["--width", "8", "--steps", "3", "--batch-size", "2", "--crop", "32", "--pool", "8", "--val-samples", "4"]
+TOOLS = {  # test id: (tool, arguments)
+    "tone": ("train_tone.py", ["--fresh", "--width", "8", "--samples-per-photo", "2", "--steps", "5"]),
+    "colour_tone": ("train_colour_tone.py", ["--width", "8", "--samples-per-photo", "2", "--steps", "5"]),
+    "denoiser": ("train_denoiser.py", _DENOISER),
+    "sharpener": ("train_denoiser.py", [*_DENOISER, "--sharpener"]),
 }
 
 
@@ -37,16 +38,18 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
     return photos, model
 
 
-@pytest.mark.parametrize("tool", sorted(TOOLS))
-def test_a_rerun_writes_the_same_weights(tool: str, inputs: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("head", sorted(TOOLS))
+def test_a_rerun_writes_the_same_weights(head: str, inputs: tuple[Path, Path], tmp_path: Path) -> None:
     photos, model = inputs
+    tool, arguments = TOOLS[head]
     outs = []
     for run in range(2):
         out = tmp_path / f"run{run}.safetensors"
         cmd = [sys.executable, str(ROOT / "tools" / tool), str(photos), "--model", str(model), "--out", str(out),
-               "--threads", "1", *TOOLS[tool]]
+               "--threads", "1", *arguments]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs.append(load_file(out))
     assert outs[0].keys() == outs[1].keys()
+    assert any(key.startswith(f"restoration.{head}.") for key in outs[0])  # the head trained is in the file
     assert all(np.array_equal(outs[0][k].numpy(), outs[1][k].numpy()) for k in outs[0])

@@ -1,10 +1,11 @@
-"""Train the learned denoiser (pikfix.nets.denoise) of a model; nothing else changes.
+"""Train the learned denoiser or sharpener (pikfix.nets.denoise) of a model; nothing else changes.
 
     python tools/train_denoiser.py PHOTOS --model models/pikfix-lite.safetensors --out runs/denoise-b/model.safetensors
 
 A model without a denoiser gets a fresh one (``--width``); one with a denoiser continues from
-it. The validation photos are the ones `pikfix train` holds out (split by file-name hash,
-seed 0). The checkpoint is written every 500 steps and at the end, with the run's config and
+it. ``--sharpener`` trains the sharpener the same way, on soft photos (``sharpen_recipe``) as
+the model's noise step leaves them. The validation photos are the ones `pikfix train` holds out
+(split by file-name hash, seed 0). The checkpoint is written every 500 steps and at the end, with the run's config and
 its validation figures in the metadata; ``--time-limit`` (seconds) ends the run early.
 """
 
@@ -14,7 +15,9 @@ import json
 
 import head_tool
 
-from pikfix.training.denoise import DenoiseTrainConfig, make_pool, train_denoiser, with_denoiser
+from pikfix.training.denoise import (
+    DenoiseTrainConfig, make_pool, sharpener_config, sharpener_noise_step, train_denoiser, with_denoiser,
+)
 
 
 def main() -> None:
@@ -25,20 +28,24 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=DenoiseTrainConfig.pool, help="training samples drawn once")
     parser.add_argument("--val-samples", type=int, default=DenoiseTrainConfig.val_samples)
     parser.add_argument("--lr", type=float, default=DenoiseTrainConfig.lr)
+    parser.add_argument("--sharpener", action="store_true", help="train the sharpener, not the denoiser")
     parser.add_argument("--time-limit", type=float, default=None, help="seconds of training at most")
     args = parser.parse_args()
     train_paths, val_paths, model, header = head_tool.start(args)
-    config = DenoiseTrainConfig(
+    settings = dict(
         width=args.width, steps=args.steps, batch_size=args.batch_size, crop=args.crop, pool=args.pool,
         val_samples=args.val_samples, lr=args.lr, seed=args.seed,
     )
-    if model.restoration.denoiser is None:
-        model = with_denoiser(model, config.width)
-    train = make_pool(train_paths, config, config.pool, config.seed)
-    val = make_pool(val_paths, config, config.val_samples, config.seed + 1)  # other photos, other damage
+    config = sharpener_config(**settings) if args.sharpener else DenoiseTrainConfig(**settings)
+    if getattr(model.restoration, config.head) is None:
+        model = with_denoiser(model, config.width, config.head)
+    # The sharpener learns on what the noise step leaves, as it runs after it.
+    step = sharpener_noise_step(model) if args.sharpener else None
+    train = make_pool(train_paths, config, config.pool, config.seed, noise_step=step)
+    val = make_pool(val_paths, config, config.val_samples, config.seed + 1, noise_step=step)  # other photos, other damage
 
     def save(metrics: dict[str, float]) -> None:
-        head_tool.write(model, header, args, "denoiser", config, metrics)
+        head_tool.write(model, header, args, config.head, config, metrics)
 
     metrics = train_denoiser(model, train, val, config, time_limit=args.time_limit, save=save)
     print(json.dumps(metrics))

@@ -10,6 +10,11 @@ mean. ``clean_fraction`` of the samples are clean, so clean areas are left alone
 records its noise as ``pikfix.denoise.noise_sigma`` measures it on the input, which the net is
 told, as at run time. Loss: L1 on L / 100. The samples are drawn once (a pool, seeded per sample) and batches are drawn from it
 with flips and transposes; the rest of the model is not touched.
+
+The sharpener (``pikfix.nets.denoise.Sharpener``) is trained by the same code on another
+recipe, ``sharpen_recipe``: soft photos (blur, defocus, motion, downscaling) with the light
+noise and JPEG a denoised photo keeps, a quarter of the samples sharp, so that a sharp photo is
+left as it is.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ import numpy as np
 import torch
 
 from pikfix.color import grey_lightness
-from pikfix.denoise import noise_sigma
+from pikfix.denoise import denoise, noise_sigma
 from pikfix.imageio import read_image, to_float
+from pikfix.nets.denoise import Denoiser
 from pikfix.model import PikFix
 from pikfix.training.degradation import SCAN_LONG_SIDE, DegradationConfig, degrade, scan_crop, to_grey
 from pikfix.training.restoration import config_dict, rebuilt
@@ -45,10 +51,21 @@ def capture_only() -> DegradationConfig:
     return dataclasses.replace(DegradationConfig(), **{name: 0.0 for name in _NOT_DRAWN})
 
 
+def sharpen_recipe() -> DegradationConfig:
+    """``capture_only`` made mostly soft: Gaussian blur (sigma 0.3-2 px) in 80 % of the samples,
+    defocus and motion now and then, and the noise a denoised photo still has (at most 3 L)."""
+    return dataclasses.replace(
+        capture_only(), p_blur=0.8, blur_sigma=(0.3, 2.0), p_defocus=0.1, p_motion=0.05, p_noise=0.3,
+        noise_sigma=(0.003, 0.03), p_grain=0.1, p_lowres=0.3, p_jpeg=0.4, jpeg_quality=(50, 100),
+        p_halftone=0.0, p_paper=0.2,
+    )
+
+
 @dataclass(frozen=True)
 class DenoiseTrainConfig:
-    """Everything a denoiser run depends on; recorded in the checkpoint."""
+    """Everything a denoiser (or sharpener) run depends on; recorded in the checkpoint."""
 
+    head: str = "denoiser"  # the model's net trained: "denoiser" or "sharpener"
     width: int = 32
     crop: int = 96
     batch_size: int = 32
@@ -80,10 +97,12 @@ class DenoisePool:
 
 
 def make_pool(
-    paths: Sequence[Path], config: DenoiseTrainConfig, count: int, seed: int, log: Callable[[str], None] = print
+    paths: Sequence[Path], config: DenoiseTrainConfig, count: int, seed: int, log: Callable[[str], None] = print,
+    noise_step: Callable[[np.ndarray], object] | None = None,
 ) -> DenoisePool:
     """``count`` samples; sample ``i`` is seeded by (seed, i) and draws its photo, so a pool is
-    reproducible."""
+    reproducible. ``noise_step`` (in place on L in [0, 100]) is run on each input, as the pipeline
+    runs its noise step before the sharpener (``sharpener_noise_step``)."""
     photos = [to_float(read_image(p).pixels) for p in paths]
     inputs = torch.empty(count, 1, config.crop, config.crop)
     targets = torch.empty_like(inputs)
@@ -98,23 +117,52 @@ def make_pool(
         clean = grey_lightness(to_grey(window)) / 100.0
         noisy = clean if rng.random() < config.clean_fraction else grey_lightness(degrade(window, rng, config.degradation, win).grey) / 100.0
         gain, mean = rng.uniform(*config.gain), float(clean.mean())
-        inputs[i, 0] = torch.from_numpy(np.clip(mean + gain * (noisy - mean), 0.0, 1.0))
+        stretched = np.clip(mean + gain * (noisy - mean), 0.0, 1.0).astype(np.float32)
+        if noise_step is not None:
+            stretched *= 100.0
+            noise_step(stretched)
+            stretched /= 100.0
+        inputs[i, 0] = torch.from_numpy(stretched)
         targets[i, 0] = torch.from_numpy(np.clip(mean + gain * (clean - mean), 0.0, 1.0))
         sigmas[i] = noise_sigma(inputs[i, 0].numpy() * 100.0)
         if (i + 1) % 2000 == 0:
-            log(f"denoiser samples: {i + 1}/{count}")
+            log(f"{config.head} samples: {i + 1}/{count}")
     return DenoisePool(inputs, targets, sigmas)
 
 
-def with_denoiser(base: PikFix, width: int) -> PikFix:
-    """A copy of ``base`` with a fresh denoiser of ``width`` to train; all other weights kept.
+def sharpener_config(**overrides: Any) -> DenoiseTrainConfig:
+    """The sharpener's run: ``sharpen_recipe``, a quarter of the samples sharp, a milder stretch."""
+    return DenoiseTrainConfig(**{
+        "head": "sharpener", "clean_fraction": 0.25, "gain": (1.0, 1.5), "degradation": sharpen_recipe(), **overrides,
+    })
+
+
+def sharpener_noise_step(model: PikFix) -> Callable[[np.ndarray], object]:
+    """The pipeline's noise step on a grey photo, which runs before the sharpener: the model's
+    learned denoiser, or the edge-preserving filter for a model without one."""
+    return lambda l: denoise(l, net=model.restoration.denoiser)
+
+
+def head_net(model: PikFix, head: str) -> Denoiser:
+    """The model's denoiser or sharpener (``DenoiseTrainConfig.head``)."""
+    if head not in ("denoiser", "sharpener"):
+        raise ValueError(f"unknown head {head!r}: choose denoiser or sharpener")
+    net = getattr(model.restoration, head)
+    if net is None:
+        raise ValueError(f"the model has no {head}")
+    return net
+
+
+def with_denoiser(base: PikFix, width: int, head: str = "denoiser") -> PikFix:
+    """A copy of ``base`` with a fresh denoiser (or sharpener, ``head``) of ``width`` to train;
+    all other weights kept.
 
     Its last layer starts at random, not at zero as in a fresh model: from zero, training
     stalled (validation L1 0.0553 -> 0.0553 after 400 steps, 0.0522 from a random start), as
     every earlier layer gets no gradient until that layer has grown.
     """
-    model = rebuilt(base, "restoration.denoiser.", denoiser_width=width)
-    model.restoration.denoiser.body[-1].reset_parameters()
+    model = rebuilt(base, f"restoration.{head}.", **{f"{head}_width": width})
+    head_net(model, head).body[-1].reset_parameters()
     return model
 
 
@@ -123,9 +171,9 @@ def _psnr(out: torch.Tensor, target: torch.Tensor) -> float:
     return float(-10.0 * torch.log10(((out - target) ** 2).mean().clamp(min=1e-12)))
 
 
-def evaluate(model: PikFix, val: DenoisePool) -> dict[str, float]:
-    """Validation L1 and PSNR (L / 100) of the input and of the denoised input."""
-    net = model.restoration.denoiser
+def evaluate(model: PikFix, val: DenoisePool, head: str = "denoiser") -> dict[str, float]:
+    """Validation L1 and PSNR (L / 100) of the input and of the denoised (sharpened) input."""
+    net = head_net(model, head)
     inputs, targets = val.inputs, val.targets
     with torch.inference_mode():
         out = torch.cat([net(x, s).clamp(0.0, 1.0) for x, s in zip(inputs.split(64), val.sigmas.split(64))])
@@ -152,15 +200,16 @@ def train_denoiser(
     config: DenoiseTrainConfig, time_limit: float | None = None, save: Callable[[dict[str, float]], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, float]:
-    """Fit the model's denoiser (only) on the ``train`` pool for ``config.steps`` steps or until
-    ``time_limit`` seconds pass; ``save`` is called with the validation metrics every 500 steps
-    and at the end. Returns the final validation metrics (with the step count)."""
+    """Fit the model's denoiser or sharpener (``config.head``, only) on the ``train`` pool for
+    ``config.steps`` steps or until ``time_limit`` seconds pass; ``save`` is called with the
+    validation metrics every 500 steps and at the end. Returns the final validation metrics
+    (with the step count)."""
     torch.manual_seed(config.seed)
-    net = model.restoration.denoiser
+    net = head_net(model, config.head)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
-    started, step, metrics = time.monotonic(), 0, evaluate(model, val)
+    started, step, metrics = time.monotonic(), 0, evaluate(model, val, config.head)
     log(f"step 0: {metrics}")
     while step < config.steps and (time_limit is None or time.monotonic() - started < time_limit):
         lr = config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * step / config.steps))
@@ -175,13 +224,13 @@ def train_denoiser(
         step += 1
         if step % 500 == 0 or step == config.steps:
             net.eval()
-            metrics = {**evaluate(model, val), "step": step}
+            metrics = {**evaluate(model, val, config.head), "step": step}
             net.train()
             log(f"step {step} ({time.monotonic() - started:.0f} s): loss {loss.item():.4f} {metrics}")
             if save is not None:
                 save(metrics)
     net.eval()
-    metrics = {**evaluate(model, val), "step": step}
+    metrics = {**evaluate(model, val, config.head), "step": step}
     if save is not None:
         save(metrics)
     return metrics
