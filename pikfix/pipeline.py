@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pikfix.backbones import WeightsUnavailableError
 from pikfix.checkpoint import load_checkpoint
 from pikfix.color import (
     STRIP_ROWS, area_downscale, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, own_chroma_on,
@@ -46,6 +47,7 @@ from pikfix.device import resolve_device
 from pikfix.model import PikFix
 from pikfix.nets.colour_tone import correct_photo
 from pikfix.nets.tone import FEATURE_SIDE, apply_curve, apply_curve_numpy, dead_zone_weight
+from pikfix.retrieval.descriptor import DEFAULT_FEATURES, DescriptorExtractor, Descriptors, match_scores, prepare_grey
 from pikfix.tiling import restore_tiled
 
 # Chroma goes on the full-resolution L at 1 / CHROMA_SCALE of the resolution it was made at (the
@@ -65,6 +67,17 @@ CHROMA_SCALE = 4
 GUIDE_RADIUS = 2
 GUIDE_EPS = 1e-2
 
+# A reference that matches the photo poorly gives colour that is often wrong, and wrong colour
+# costs more than too little. Its chroma is scaled by how well the best of the references
+# matches the photo, scored as the reference store ranks (``match_scores``): in full from
+# MATCH_GATE[1], down to MATCH_GATE[2] at MATCH_GATE[0] and below. Fitted on 33 training
+# photos (clean grey, chroma scales 0-1; runs/s22/gatecal.py, gatefit.py): random references
+# score 0.61-0.90 and gain 20.12 / 0.913 -> 20.71 / 0.928 (grey: 19.84 / 0.926), the auto top 3
+# 0.83-0.93 and stay 22.50 / 0.936 -> 22.50 / 0.937, crops of the photo itself 0.92-1.00 and are
+# untouched. The floor keeps a poor reference's colour visible: with 0.6 the validation photos'
+# colourfulness with random references fell to 14.9, below issue 10's 15.
+MATCH_GATE = (0.82, 0.88, 0.65)
+
 # The tone head's curve fades in with the mean change it makes to the photo (L units): none
 # below the first number, all of it above the second. A clean photo's curve is a small wobble
 # that only costs fidelity; a faded photo's is far larger (on the head's validation samples a
@@ -75,6 +88,14 @@ TONE_DEAD_ZONE = (0.5, 1.0)
 # its validation samples, 73 % of the clean photos are left untouched and the faded ones' error
 # is unchanged (6.763 -> 6.764; runs/diag/ctone_gate.py).
 COLOUR_TONE_DEAD_ZONE = (1.0, 2.0)
+
+
+def match_gate(score: float | None) -> float:
+    """Chroma multiplier for a reference's match score (``MATCH_GATE``; None: 1)."""
+    if score is None:
+        return 1.0
+    lo, hi, floor = MATCH_GATE
+    return float(np.clip(floor + (1.0 - floor) * (score - lo) / (hi - lo), floor, 1.0))
 
 
 def _chroma_resolution(t: torch.Tensor) -> torch.Tensor:
@@ -180,6 +201,7 @@ class Reference:
 
     l: torch.Tensor  # (1, 1, h, w) normalised
     ab: torch.Tensor  # (1, 2, h, w) normalised
+    descriptor: Descriptors | None = None  # for ``MATCH_GATE``; None: the reference is trusted
 
 
 @dataclass
@@ -238,6 +260,7 @@ class FixPipeline:
         self.keep_tone = keep_tone
         self.denoise = denoise
         self.sharpen = sharpen
+        self._describer: DescriptorExtractor | None = None  # built on first use
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs: int | bool) -> "FixPipeline":
@@ -259,7 +282,30 @@ class FixPipeline:
     def prepare_reference(self, rgb: np.ndarray) -> Reference:
         """Colour reference (H, W, 3) float in [0, 1] -> normalised Lab at the working size."""
         lab = rgb_to_lab(self._to_work_tensor(rgb))
-        return Reference(l=normalize_l(lab[:, :1]), ab=normalize_ab(lab[:, 1:]))
+        l = normalize_l(lab[:, :1])
+        return Reference(l=l, ab=normalize_ab(lab[:, 1:]), descriptor=self._describe(l))
+
+    def _describe(self, l_norm: torch.Tensor) -> Descriptors | None:
+        """Retrieval descriptors of normalised L (..., H, W), as the reference store's; None where
+        the descriptor network's weights are not installed (then no reference is gated)."""
+        if self._describer is None:
+            try:
+                self._describer = DescriptorExtractor(DEFAULT_FEATURES, self.device)
+            except WeightsUnavailableError:
+                return None
+        return self._describer.embed(prepare_grey(l_norm.float().cpu(), self._describer.input_size).unsqueeze(0))
+
+    def reference_match(self, l_norm: torch.Tensor, refs: Sequence[Reference]) -> float | None:
+        """The best match score of the references for the photo's normalised L (None when a
+        reference has no descriptor: hand-built, or no descriptor network)."""
+        if any(r.descriptor is None for r in refs):
+            return None
+        query = self._describe(l_norm)
+        if query is None or self._describer is None:
+            return None
+        vectors = np.concatenate([r.descriptor.vectors for r in refs if r.descriptor is not None])
+        thumbs = np.concatenate([r.descriptor.thumbs for r in refs if r.descriptor is not None])
+        return float(match_scores(query, vectors, thumbs, self._describer.blocks)[0].max())
 
     def restore(
         self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None
@@ -365,13 +411,15 @@ class FixPipeline:
         """Predict chroma at the working size and put it on the full-resolution L (at a quarter
         of the working size, ``CHROMA_SCALE``).
 
-        Several references are attended over together (``PikFix.colorize``).
+        Several references are attended over together (``PikFix.colorize``). The chroma is
+        scaled down where the best reference matches the photo poorly (``MATCH_GATE``).
         """
         refs = [reference] if isinstance(reference, Reference) else list(reference)
         l_work = normalize_l(self._to_work_tensor(restored_l))
         with torch.inference_mode():
             ab, confidence = self.model.colorize(l_work, [r.l for r in refs], [r.ab for r in refs])
-        return lab_image(restored_l, _chroma_resolution(ab.float())), float(confidence[0].mean())
+        ab = ab.float() * match_gate(self.reference_match(l_work, refs))
+        return lab_image(restored_l, _chroma_resolution(ab)), float(confidence[0].mean())
 
     def fix(
         self,

@@ -189,6 +189,27 @@ class DescriptorExtractor:
         return cov.flatten(1)[:, index] * weight
 
 
+TEXTURE_WEIGHT = 0.5  # score = w * texture + (1 - w) * structure + layout bonus
+LAYOUT_THRESHOLD = 0.7  # thumbnail correlations above this are near-duplicate evidence ...
+LAYOUT_WEIGHT = 0.5  # ... and add this much per unit above it
+
+
+def match_scores(
+    query: Descriptors, vectors: np.ndarray, thumbs: np.ndarray, blocks: tuple[tuple[int, int], ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(score, texture, structure, layout) of one photo's descriptors against N candidates'
+    (``vectors`` (N, D), ``thumbs`` (N, T)): how the reference store ranks, and how the pipeline
+    judges a reference it is given (``pikfix.pipeline.MATCH_GATE``)."""
+    texture, structure = similarity(query.vectors[0], vectors, blocks)
+    layout = thumbs @ query.thumbs[0]
+    score = (
+        TEXTURE_WEIGHT * texture
+        + (1.0 - TEXTURE_WEIGHT) * structure
+        + LAYOUT_WEIGHT * np.maximum(layout - LAYOUT_THRESHOLD, 0.0)
+    )
+    return score, texture, structure, layout
+
+
 def similarity(
     query: np.ndarray, candidates: np.ndarray, blocks: tuple[tuple[int, int], ...]
 ) -> tuple[np.ndarray, np.ndarray]:

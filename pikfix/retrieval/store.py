@@ -44,9 +44,9 @@ from pikfix.retrieval.descriptor import (
     DEFAULT_FEATURES,
     DescriptorExtractor,
     Descriptors,
+    match_scores,
     prepare_grey,
     resolve_features,
-    similarity,
 )
 
 FORMAT = "pikfix-reference-store"
@@ -56,9 +56,6 @@ INDEX_FILE = "index.faiss"
 THUMBS_FILE = "thumbs.npy"
 
 RERANK_CANDIDATES = 32  # FAISS neighbours re-scored per query (at least k)
-TEXTURE_WEIGHT = 0.5  # score = w * texture + (1 - w) * structure + layout bonus
-LAYOUT_THRESHOLD = 0.7  # thumbnail correlations above this are near-duplicate evidence ...
-LAYOUT_WEIGHT = 0.5  # ... and add this much per unit above it
 
 
 class StoreError(RuntimeError):
@@ -230,13 +227,7 @@ class ReferenceStore:
         _, ids = self._index.search(query.vectors, candidates)
         rows = ids[0][ids[0] >= 0]  # IVF pads with -1 when its probed lists hold too few vectors
         vectors = self._index.reconstruct_batch(rows)
-        texture, structure = similarity(query.vectors[0], vectors, self.blocks)
-        layout = self._thumbs[rows] @ query.thumbs[0]
-        score = (
-            TEXTURE_WEIGHT * texture
-            + (1.0 - TEXTURE_WEIGHT) * structure
-            + LAYOUT_WEIGHT * np.maximum(layout - LAYOUT_THRESHOLD, 0.0)
-        )
+        score, texture, structure, layout = match_scores(query, vectors, self._thumbs[rows], self.blocks)
         order = np.argsort(-score, kind="stable")[:k]
         return [
             Match(self.paths[rows[i]], float(score[i]), float(texture[i]), float(structure[i]), float(layout[i]))
