@@ -175,7 +175,6 @@ def denoise(l: np.ndarray, sigma: float | None = None, net: Denoiser | None = No
     return sigma, True
 
 
-
 def _sampled_change(l: np.ndarray, filter_: Callable[[torch.Tensor], torch.Tensor], halo: int) -> float:
     """Mean absolute change (L units) ``filter_`` (as for ``_in_strips``) makes on up to
     ``SAMPLE_STRIPS`` strips of ``SAMPLE_ROWS`` rows spread evenly over L (H, W); L is not changed."""

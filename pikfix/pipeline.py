@@ -47,7 +47,9 @@ from pikfix.device import resolve_device
 from pikfix.model import PikFix
 from pikfix.nets.colour_tone import correct_photo
 from pikfix.nets.tone import FEATURE_SIDE, apply_curve, apply_curve_numpy, dead_zone_weight
-from pikfix.retrieval.descriptor import DEFAULT_FEATURES, DescriptorExtractor, Descriptors, match_scores, prepare_grey
+from pikfix.retrieval.descriptor import (
+    DEFAULT_FEATURES, DescriptorExtractor, Descriptors, match_scores, prepare_grey, shared_extractor,
+)
 from pikfix.tiling import restore_tiled
 
 # Chroma goes on the full-resolution L at 1 / CHROMA_SCALE of the resolution it was made at (the
@@ -260,7 +262,6 @@ class FixPipeline:
         self.keep_tone = keep_tone
         self.denoise = denoise
         self.sharpen = sharpen
-        self._describer: DescriptorExtractor | None = None  # built on first use
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs: int | bool) -> "FixPipeline":
@@ -285,27 +286,32 @@ class FixPipeline:
         l = normalize_l(lab[:, :1])
         return Reference(l=l, ab=normalize_ab(lab[:, 1:]), descriptor=self._describe(l))
 
+    def _describer(self) -> DescriptorExtractor | None:
+        """The reference store's descriptor network (shared); None where its weights are not
+        installed (then no reference is gated)."""
+        try:
+            return shared_extractor(DEFAULT_FEATURES, self.device)
+        except WeightsUnavailableError:
+            return None
+
     def _describe(self, l_norm: torch.Tensor) -> Descriptors | None:
-        """Retrieval descriptors of normalised L (..., H, W), as the reference store's; None where
-        the descriptor network's weights are not installed (then no reference is gated)."""
-        if self._describer is None:
-            try:
-                self._describer = DescriptorExtractor(DEFAULT_FEATURES, self.device)
-            except WeightsUnavailableError:
-                return None
-        return self._describer.embed(prepare_grey(l_norm.float().cpu(), self._describer.input_size).unsqueeze(0))
+        """Retrieval descriptors of normalised L (..., H, W), as the reference store's."""
+        extractor = self._describer()
+        if extractor is None:
+            return None
+        return extractor.embed(prepare_grey(l_norm.float().cpu(), extractor.input_size).unsqueeze(0))
 
     def reference_match(self, l_norm: torch.Tensor, refs: Sequence[Reference]) -> float | None:
         """The best match score of the references for the photo's normalised L (None when a
         reference has no descriptor: hand-built, or no descriptor network)."""
-        if any(r.descriptor is None for r in refs):
+        described = [r.descriptor for r in refs if r.descriptor is not None]
+        extractor = self._describer()
+        if len(described) < len(refs) or extractor is None:
             return None
-        query = self._describe(l_norm)
-        if query is None or self._describer is None:
-            return None
-        vectors = np.concatenate([r.descriptor.vectors for r in refs if r.descriptor is not None])
-        thumbs = np.concatenate([r.descriptor.thumbs for r in refs if r.descriptor is not None])
-        return float(match_scores(query, vectors, thumbs, self._describer.blocks)[0].max())
+        query = extractor.embed(prepare_grey(l_norm.float().cpu(), extractor.input_size).unsqueeze(0))
+        vectors = np.concatenate([d.vectors for d in described])
+        thumbs = np.concatenate([d.thumbs for d in described])
+        return float(match_scores(query, vectors, thumbs, extractor.blocks)[0].max())
 
     def restore(
         self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None

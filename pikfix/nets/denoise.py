@@ -48,8 +48,9 @@ class Denoiser(nn.Module):
 
 
 class Sharpener(Denoiser):
-    """The denoiser's architecture trained on soft L instead (``pikfix.training.denoise.sharpen_recipe``):
-    blur, defocus and downscaling with light noise and JPEG, and sharp samples kept as they are.
-    It runs after the noise step on grey photos (``pikfix.denoise.sharpen``) and is told the
-    noise left on its input, so that it does not sharpen grain. A separate net because the denoiser, given a blurred photo,
-    blurs it further (validation photos, box blur of 1 px: SSIM 0.821 -> 0.743 at sigma 1)."""
+    """The denoiser's architecture trained on soft L instead
+    (``pikfix.training.denoise.sharpen_recipe``): blur, defocus and downscaling with light noise
+    and JPEG, and sharp samples kept as they are. It runs after the noise step on grey photos
+    (``pikfix.denoise.sharpen``) and is told the noise left on its input, so that it does not
+    sharpen grain. A separate net because the denoiser, given a blurred photo, blurs it further
+    (validation photos, box blur of 1 px: SSIM 0.821 -> 0.743 at sigma 1)."""

@@ -42,6 +42,7 @@ Bump the ``-vN`` suffix whenever any of it changes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,6 +188,19 @@ class DescriptorExtractor:
         cov = torch.bmm(z, z.transpose(1, 2)) / z.shape[2]
         index, weight = self._triangle
         return cov.flatten(1)[:, index] * weight
+
+
+def shared_extractor(features: str = DEFAULT_FEATURES, device: torch.device | str = "cpu") -> DescriptorExtractor:
+    """One extractor per feature id and device for the whole process: the reference store's
+    queries and the pipeline's match gate (``pikfix.pipeline.MATCH_GATE``) embed with the same
+    network instead of each building and holding its own. Raises ``WeightsUnavailableError``
+    (not cached) when the weights are missing."""
+    return _extractor(resolve_features(features), torch.device(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _extractor(feature_id: str, device: torch.device) -> DescriptorExtractor:
+    return DescriptorExtractor(feature_id, device)
 
 
 TEXTURE_WEIGHT = 0.5  # score = w * texture + (1 - w) * structure + layout bonus

@@ -47,6 +47,7 @@ from pikfix.retrieval.descriptor import (
     match_scores,
     prepare_grey,
     resolve_features,
+    shared_extractor,
 )
 
 FORMAT = "pikfix-reference-store"
@@ -242,7 +243,7 @@ class ReferenceStore:
         if float(t.min()) < -1e-3:
             raise ValueError("expected Lab L in [0, 100], got negative values (normalised L/50 - 1?)")
         if self._extractor is None:
-            self._extractor = DescriptorExtractor(self.features, self._device)
+            self._extractor = shared_extractor(self.features, self._device)
             if self._extractor.dim != self._index.d:
                 raise StoreError(f"{self.store_dir}: vectors have {self._index.d} dims, {self.features} gives "
                                  f"{self._extractor.dim}; {rebuild_hint(self.store_dir)}")
