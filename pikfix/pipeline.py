@@ -6,7 +6,9 @@ whole photo's tone curve, then the repair runs tile by tile, at full resolution 
 scan is repaired at that size, where its defects look as in training; the repair is then put
 on the full-resolution L: inside the damage mask the repaired pixels replace the scan's,
 elsewhere only the repair's smooth corrections (tone, stains) are added, so fine detail stays
-the scan's own. Then, where the photo shows noise, the learned denoiser (or an edge-preserving
+the scan's own. Each repaired pixel is kept within the range of the intact pixels around it
+(``pikfix.fill_bounds``: the net's fill of a white crack overshoots into a dark line on real
+scans). Then, where the photo shows noise, the learned denoiser (or an edge-preserving
 filter) reduces noise and grain at full resolution, and last, where the photo is soft, the
 learned sharpener restores detail on request (both ``pikfix.denoise``). Colour is predicted at a
 bounded working size (the similarity matrices grow with the square of the pixel count) and
@@ -44,6 +46,7 @@ from pikfix.colour_input import restore_own_colour
 from pikfix.config import DEFAULT_TILE
 from pikfix.denoise import denoise, sharpen
 from pikfix.device import resolve_device
+from pikfix.fill_bounds import bound_fill
 from pikfix.model import PikFix
 from pikfix.nets.colour_tone import correct_photo
 from pikfix.nets.tone import FEATURE_SIDE, apply_curve, apply_curve_numpy, dead_zone_weight
@@ -389,6 +392,8 @@ class FixPipeline:
             full_mask = None if used_mask is None else used_mask[0, 0].numpy()
         else:  # without a detector (no mask) the whole repair is a difference to add
             out, full_mask = _put_repair_on_full(l, l_norm, restored, used_mask)
+        if full_mask is not None:
+            bound_fill(out, l, full_mask)
         if not self.denoise:
             return Restored(out, full_mask)
         net = self.model.restoration.denoiser if learned_denoiser else None

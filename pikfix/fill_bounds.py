@@ -1,0 +1,95 @@
+"""Keep a repaired defect within the tones around it.
+
+The repair net fills a detected defect from its surroundings, but on real scans it overshoots:
+a white crack through a mid-grey background comes back as a dark line, which reads as a drawn
+line instead of a repair. A fill that is darker than every intact pixel near it (or brighter than
+every one) is never right for a thin defect, so each filled pixel is clipped to the range of
+the intact pixels in a window around it. The window grows until it reaches intact pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pikfix.color import STRIP_ROWS
+
+FILL_RADIUS = 3  # px: first window half-size; doubled where it holds no intact pixel
+FILL_MAX_RADIUS = 48  # px: beyond this a filled pixel is left as the net made it
+FILL_MARGIN = 2.0  # L units a fill may go beyond its surroundings' range
+
+
+def _local_range(before: np.ndarray, hard: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max (H, W) of the intact pixels of ``before`` within ``radius``; +inf / -inf
+    where the window holds none."""
+    high = _max_filter(np.where(hard, -np.inf, before).astype(np.float32), radius)
+    low = -_max_filter(np.where(hard, -np.inf, -before).astype(np.float32), radius)
+    return low, high
+
+
+def _max_filter(x: np.ndarray, radius: int) -> np.ndarray:
+    """Square max filter (the window is separable: rows, then columns)."""
+    return _running_max(_running_max(x, radius, 1), radius, 0)
+
+
+def _running_max(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Max over [i - radius, i + radius] along ``axis`` (-inf beyond the ends), by doubling:
+    after step j each value is the max of 2^j neighbours, and two overlapping power-of-two
+    windows cover the whole one, so it costs log2(radius) passes instead of 2 radius."""
+    k = 2 * radius + 1
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (radius, radius)
+    m = np.pad(x, pad, constant_values=-np.inf)
+    n = m.shape[axis]
+    span = 1
+    while 2 * span <= k:
+        m = np.maximum(_along(m, axis, 0, n - span), _along(m, axis, span, n))
+        n -= span
+        span *= 2
+    # m[i] is the max of x_padded[i : i + span]; the window of length k starting at i is
+    # covered by the spans starting at i and at i + k - span.
+    out_len = x.shape[axis]
+    return np.maximum(_along(m, axis, 0, out_len), _along(m, axis, k - span, k - span + out_len))
+
+
+def _along(x: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    """The view x[start:stop] along ``axis`` (0 or 1)."""
+    return x[start:stop] if axis == 0 else x[:, start:stop]
+
+
+def bound_fill(out: np.ndarray, before: np.ndarray, mask: np.ndarray) -> None:
+    """Clip ``out`` (H, W) L in place, where ``mask`` > 0.5, to the range of ``before``'s
+    unmasked pixels nearby (plus ``FILL_MARGIN``); row strips with a halo bound the memory."""
+    h = out.shape[0]
+    halo = FILL_MAX_RADIUS
+    for y0 in range(0, h, STRIP_ROWS):
+        y1 = min(h, y0 + STRIP_ROWS)
+        a0, a1 = max(0, y0 - halo), min(h, y1 + halo)
+        hard = mask[a0:a1] > 0.5
+        core = slice(y0 - a0, y1 - a0)
+        if not hard[core].any():
+            continue
+        b = before[a0:a1].astype(np.float32, copy=False)
+        low, high = _local_range(b, hard, FILL_RADIUS)
+        _widen(low, high, b, hard)
+        o = out[y0:y1]
+        keep = hard[core] & np.isfinite(low[core])
+        clipped = np.clip(o, low[core] - FILL_MARGIN, high[core] + FILL_MARGIN)
+        out[y0:y1] = np.where(keep, clipped, o)
+
+
+def _widen(low: np.ndarray, high: np.ndarray, before: np.ndarray, hard: np.ndarray) -> None:
+    """Fill in ``low`` / ``high`` where the first window held no intact pixel, doubling the
+    window up to ``FILL_MAX_RADIUS``; each pass looks only at the box around those pixels."""
+    radius = 2 * FILL_RADIUS
+    while radius <= FILL_MAX_RADIUS:
+        open_ = hard & np.isinf(low)
+        rows, cols = np.flatnonzero(open_.any(1)), np.flatnonzero(open_.any(0))
+        if len(rows) == 0:
+            return
+        r0, r1 = max(0, rows[0] - radius), rows[-1] + radius + 1
+        c0, c1 = max(0, cols[0] - radius), cols[-1] + radius + 1
+        box = (slice(r0, r1), slice(c0, c1))
+        lo, hi = _local_range(before[box], hard[box], radius)
+        low[box] = np.where(open_[box], lo, low[box])
+        high[box] = np.where(open_[box], hi, high[box])
+        radius *= 2
