@@ -10,8 +10,10 @@ the intact pixels in a window around it. The window grows until it reaches intac
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from pikfix.color import STRIP_ROWS
+from pikfix.morphology import max_filter
 
 FILL_RADIUS = 3  # px: first window half-size; doubled where it holds no intact pixel
 FILL_MAX_RADIUS = 48  # px: beyond this a filled pixel is left as the net made it
@@ -21,39 +23,12 @@ FILL_MARGIN = 2.0  # L units a fill may go beyond its surroundings' range
 def _local_range(before: np.ndarray, hard: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
     """Min and max (H, W) of the intact pixels of ``before`` within ``radius``; +inf / -inf
     where the window holds none."""
-    high = _max_filter(np.where(hard, -np.inf, before).astype(np.float32), radius)
-    low = -_max_filter(np.where(hard, -np.inf, -before).astype(np.float32), radius)
-    return low, high
-
-
-def _max_filter(x: np.ndarray, radius: int) -> np.ndarray:
-    """Square max filter (the window is separable: rows, then columns)."""
-    return _running_max(_running_max(x, radius, 1), radius, 0)
-
-
-def _running_max(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """Max over [i - radius, i + radius] along ``axis`` (-inf beyond the ends), by doubling:
-    after step j each value is the max of 2^j neighbours, and two overlapping power-of-two
-    windows cover the whole one, so it costs log2(radius) passes instead of 2 radius."""
-    k = 2 * radius + 1
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (radius, radius)
-    m = np.pad(x, pad, constant_values=-np.inf)
-    n = m.shape[axis]
-    span = 1
-    while 2 * span <= k:
-        m = np.maximum(_along(m, axis, 0, n - span), _along(m, axis, span, n))
-        n -= span
-        span *= 2
-    # m[i] is the max of x_padded[i : i + span]; the window of length k starting at i is
-    # covered by the spans starting at i and at i + k - span.
-    out_len = x.shape[axis]
-    return np.maximum(_along(m, axis, 0, out_len), _along(m, axis, k - span, k - span + out_len))
-
-
-def _along(x: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
-    """The view x[start:stop] along ``axis`` (0 or 1)."""
-    return x[start:stop] if axis == 0 else x[:, start:stop]
+    x = torch.from_numpy(np.ascontiguousarray(before, dtype=np.float32))[None, None]
+    masked = torch.from_numpy(np.ascontiguousarray(hard))[None, None]
+    size = 2 * radius + 1
+    high = max_filter(x.masked_fill(masked, -torch.inf), size, border=-torch.inf)
+    low = -max_filter((-x).masked_fill(masked, -torch.inf), size, border=-torch.inf)
+    return low[0, 0].numpy(), high[0, 0].numpy()
 
 
 def bound_fill(out: np.ndarray, before: np.ndarray, mask: np.ndarray) -> None:

@@ -74,14 +74,3 @@ def test_row_strips_give_the_whole_photo_result(monkeypatch: pytest.MonkeyPatch)
     bound_fill(strips, before, mask)
     np.testing.assert_array_equal(whole, strips)
     assert not np.array_equal(whole, fill)  # the bounds did clip something
-
-
-@pytest.mark.parametrize("radius", [1, 2, 3, 6, 12, 48])
-@pytest.mark.parametrize("axis", [0, 1])
-def test_running_max_matches_a_plain_window(radius: int, axis: int) -> None:
-    x = np.random.default_rng(radius).random((9, 60)).astype(np.float32)
-    if axis == 0:
-        x = np.ascontiguousarray(x.T)
-    moved = np.moveaxis(x, axis, 1)
-    plain = np.array([[row[max(0, j - radius) : j + radius + 1].max() for j in range(len(row))] for row in moved])
-    np.testing.assert_array_equal(np.moveaxis(fb._running_max(x, radius, axis), axis, 1), plain)

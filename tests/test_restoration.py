@@ -345,10 +345,23 @@ def test_a_bounded_repair_skips_an_empty_mask_with_the_same_result() -> None:
 def test_the_max_filter_equals_a_max_pooling_of_the_same_window(size: int) -> None:
     import torch.nn.functional as F
 
-    from pikfix.nets.restoration import _max_filter
+    from pikfix.morphology import max_filter
 
     x = torch.randn(2, 2, 23, 41)
     pad = size // 2
     rows = F.max_pool2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), (1, size), stride=1)
     expected = F.max_pool2d(F.pad(rows, (0, 0, pad, pad), mode="replicate"), (size, 1), stride=1)
-    assert torch.equal(_max_filter(x, size), expected)
+    assert torch.equal(max_filter(x, size), expected)
+
+
+@pytest.mark.parametrize("size", [3, 13, 97])
+def test_the_max_filter_with_a_constant_border_ignores_what_lies_beyond(size: int) -> None:
+    import torch.nn.functional as F
+
+    from pikfix.morphology import max_filter
+
+    x = torch.randn(1, 1, 30, 120)
+    pad = size // 2
+    padded = F.pad(x, (pad, pad, pad, pad), value=-torch.inf)
+    expected = F.max_pool2d(padded, size, stride=1)
+    assert torch.equal(max_filter(x, size, border=-torch.inf), expected)

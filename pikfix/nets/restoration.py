@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pikfix.config import RestorationConfig
+from pikfix.morphology import max_filter
 from pikfix.nets.blocks import ResidualDenseBlock
 from pikfix.nets.colour_tone import ColourToneHead
 from pikfix.nets.denoise import Denoiser, Sharpener
@@ -50,32 +51,10 @@ class RDNLevel(nn.Module):
         return shallow + self.global_fuse(torch.cat(outs, dim=1))
 
 
-def _running_max(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
-    """Maximum over windows of ``size`` consecutive elements along ``dim`` (length shrinks by
-    size - 1), by doubling: windows of 2, 4, 8 ... from maxima of two shifted halves, so a
-    17 px window costs 5 passes instead of a 17-wide pooling (the same values exactly)."""
-    width = 1
-    while width * 2 <= size:
-        n = x.shape[dim] - width
-        x = torch.maximum(x.narrow(dim, 0, n), x.narrow(dim, width, n))
-        width *= 2
-    if width < size:  # the remainder: two overlapping windows of ``width`` cover ``size``
-        n = x.shape[dim] - (size - width)
-        x = torch.maximum(x.narrow(dim, 0, n), x.narrow(dim, size - width, n))
-    return x
-
-
-def _max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
-    """size x size maximum of (B, C, H, W), borders replicated: a row pass, then a column pass."""
-    pad = size // 2
-    x = _running_max(F.pad(x, (pad, pad, 0, 0), mode="replicate"), size, -1)
-    return _running_max(F.pad(x, (0, 0, pad, pad), mode="replicate"), size, -2)
-
-
 def opening(x: torch.Tensor, size: int) -> torch.Tensor:
     """Grey-scale opening (erosion, then dilation) of (B, C, H, W) with a size x size square:
     removes bright structures narrower than ``size``."""
-    return _max_filter(-_max_filter(-x, size), size)
+    return max_filter(-max_filter(-x, size), size)
 
 
 def tophats(x: torch.Tensor, size: int) -> torch.Tensor:
