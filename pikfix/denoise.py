@@ -127,15 +127,21 @@ def _in_strips(l: np.ndarray, halo: int, filter_: Callable[[torch.Tensor], torch
     strip have been overwritten by the previous one, so their input values are kept aside.
     """
     h, _ = l.shape
-    above = None
+    kept = None
     for y0 in range(0, h, STRIP_ROWS):
         y1 = min(h, y0 + STRIP_ROWS)
-        top, bottom = max(0, y0 - halo), min(h, y1 + halo)
-        rows = np.array(l[top:bottom], dtype=np.float32)
-        if above is not None:
-            rows[: y0 - top] = above[len(above) - (y0 - top) :]
-        above = rows[max(0, y1 - halo - top) : y1 - top].copy()
-        l[y0:y1] = filter_(_padded(rows, y0 - top, bottom - y1, halo))[0, 0].clamp(0.0, 100.0).numpy()
+        rows, above, below = _with_context(l, y0, y1, halo)
+        if kept is not None:
+            rows[:above] = kept[len(kept) - above :]
+        kept = rows[max(0, above + (y1 - y0) - halo) : above + (y1 - y0)].copy()
+        l[y0:y1] = filter_(_padded(rows, above, below, halo))[0, 0].clamp(0.0, 100.0).numpy()
+
+
+def _with_context(l: np.ndarray, y0: int, y1: int, halo: int) -> tuple[np.ndarray, int, int]:
+    """A float32 copy of rows ``y0:y1`` of L with up to ``halo`` rows of context above and
+    below, and how many rows of context it has above and below."""
+    top, bottom = max(0, y0 - halo), min(l.shape[0], y1 + halo)
+    return np.array(l[top:bottom], dtype=np.float32), y0 - top, bottom - y1
 
 
 def _padded(rows: np.ndarray, above: int, below: int, halo: int) -> torch.Tensor:
@@ -185,10 +191,9 @@ def _sampled_change(l: np.ndarray, filter_: Callable[[torch.Tensor], torch.Tenso
         # Even rows, as the strips of ``_in_strips``: the nets work on 2 x 2 pixel blocks.
         y0 = 2 * (round(i * (h - SAMPLE_ROWS) / max(1, count - 1)) // 2) if count > 1 else 0
         y1 = min(h, y0 + SAMPLE_ROWS)
-        top, bottom = max(0, y0 - halo), min(h, y1 + halo)
-        rows = np.array(l[top:bottom], dtype=np.float32)
-        out = filter_(_padded(rows, y0 - top, bottom - y1, halo))[0, 0].clamp(0.0, 100.0)
-        total += float((out - torch.from_numpy(rows[y0 - top : y1 - top])).abs().sum())
+        rows, above, below = _with_context(l, y0, y1, halo)
+        out = filter_(_padded(rows, above, below, halo))[0, 0].clamp(0.0, 100.0)
+        total += float((out - torch.from_numpy(rows[above : above + (y1 - y0)])).abs().sum())
         pixels += out.numel()
     return total / max(pixels, 1)
 
