@@ -39,7 +39,6 @@ from pikfix.imageio import find_images, read_image
 from pikfix.color import luminance
 from pikfix.device import resolve_device
 from pikfix.retrieval import DescriptorExtractor, ReferenceStore, build_or_update
-from pikfix.retrieval.descriptor import prepare_grey
 from pikfix.retrieval.store import RERANK_CANDIDATES
 from pikfix.retrieval.update import build_index
 
@@ -126,7 +125,7 @@ def bench_accuracy(store: ReferenceStore, extractor: DescriptorExtractor) -> dic
             start = time.perf_counter()
             matches = store.search(l, k=RERANK_CANDIDATES)
             seconds.append(time.perf_counter() - start)
-            vectors.append(extractor.embed(prepare_grey(normalize_l(torch.from_numpy(l)), extractor.input_size).unsqueeze(0)).vectors[0])
+            vectors.append(extractor.embed_grey(normalize_l(torch.from_numpy(l))).vectors[0])
             rankings = {
                 "reranked": [m.path.name for m in matches],
                 "faiss": [m.path.name for m in sorted(matches, key=lambda m: -(m.texture + m.structure))],

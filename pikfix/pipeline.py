@@ -51,7 +51,7 @@ from pikfix.model import PikFix
 from pikfix.nets.colour_tone import correct_photo
 from pikfix.nets.tone import FEATURE_SIDE, apply_curve, apply_curve_numpy, dead_zone_weight
 from pikfix.retrieval.descriptor import (
-    DEFAULT_FEATURES, DescriptorExtractor, Descriptors, match_scores, prepare_grey, shared_extractor,
+    DEFAULT_FEATURES, DescriptorExtractor, Descriptors, match_scores, shared_extractor,
 )
 from pikfix.tiling import restore_tiled
 
@@ -300,9 +300,7 @@ class FixPipeline:
     def _describe(self, l_norm: torch.Tensor) -> Descriptors | None:
         """Retrieval descriptors of normalised L (..., H, W), as the reference store's."""
         extractor = self._describer()
-        if extractor is None:
-            return None
-        return extractor.embed(prepare_grey(l_norm.float().cpu(), extractor.input_size).unsqueeze(0))
+        return None if extractor is None else extractor.embed_grey(l_norm)
 
     def reference_match(self, l_norm: torch.Tensor, refs: Sequence[Reference]) -> float | None:
         """The best match score of the references for the photo's normalised L (None when a
@@ -311,7 +309,7 @@ class FixPipeline:
         extractor = self._describer()
         if len(described) < len(refs) or extractor is None:
             return None
-        query = extractor.embed(prepare_grey(l_norm.float().cpu(), extractor.input_size).unsqueeze(0))
+        query = extractor.embed_grey(l_norm)
         vectors = np.concatenate([d.vectors for d in described])
         thumbs = np.concatenate([d.thumbs for d in described])
         return float(match_scores(query, vectors, thumbs, extractor.blocks)[0].max())

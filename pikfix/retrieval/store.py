@@ -45,7 +45,6 @@ from pikfix.retrieval.descriptor import (
     DescriptorExtractor,
     Descriptors,
     match_scores,
-    prepare_grey,
     resolve_features,
     shared_extractor,
 )
@@ -247,7 +246,7 @@ class ReferenceStore:
             if self._extractor.dim != self._index.d:
                 raise StoreError(f"{self.store_dir}: vectors have {self._index.d} dims, {self.features} gives "
                                  f"{self._extractor.dim}; {rebuild_hint(self.store_dir)}")
-        return self._extractor.embed(prepare_grey(normalize_l(t), self._extractor.input_size).unsqueeze(0))
+        return self._extractor.embed_grey(normalize_l(t))
 
     def descriptors(self) -> tuple[np.ndarray, np.ndarray]:
         """All stored (vectors, thumbnails), in row order: what an update reuses."""
