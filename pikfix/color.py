@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pikfix.imageio import unit_float
+
 # sRGB primaries -> CIE XYZ (D65), IEC 61966-2-1.
 _RGB_TO_XYZ = torch.tensor(
     [
@@ -123,11 +125,28 @@ def area_downscale(t: torch.Tensor, long_side: int) -> torch.Tensor:
     return F.interpolate(t, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
 
 
+def area_downscale_image(rgb: np.ndarray, long_side: int) -> torch.Tensor:
+    """``area_downscale`` of a photo (H, W, C) as decoded (uint8/uint16) or float in [0, 1] ->
+    (1, C, h, w) float32, without a full-size float copy: area averaging is separable, so each
+    row strip is averaged across its width first and the narrow result down its height."""
+    h, w = rgb.shape[:2]
+    scale = long_side / max(h, w)
+    if scale >= 1:
+        return torch.from_numpy(unit_float(rgb)).permute(2, 0, 1)[None]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    narrow = torch.cat([
+        F.adaptive_avg_pool2d(torch.from_numpy(unit_float(rgb[y : y + STRIP_ROWS])).permute(2, 0, 1)[None], (min(STRIP_ROWS, h - y), size[1]))
+        for y in range(0, h, STRIP_ROWS)
+    ], dim=2)
+    return F.adaptive_avg_pool2d(narrow, size)
+
+
 def luminance(rgb: np.ndarray) -> np.ndarray:
-    """Lab L (H, W) float32 in [0, 100] of an sRGB image (H, W, 3) in [0, 1], in row strips."""
+    """Lab L (H, W) float32 in [0, 100] of an sRGB image (H, W, 3), as decoded (uint8/uint16) or
+    float in [0, 1], in row strips."""
     out = np.empty(rgb.shape[:2], dtype=np.float32)
     for y in range(0, rgb.shape[0], STRIP_ROWS):
-        strip = torch.from_numpy(np.ascontiguousarray(rgb[y : y + STRIP_ROWS], dtype=np.float32))
+        strip = torch.from_numpy(unit_float(rgb[y : y + STRIP_ROWS]))
         out[y : y + STRIP_ROWS] = rgb_to_lab(strip.permute(2, 0, 1))[0].numpy()
     return out
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pikfix.color import STRIP_ROWS, area_downscale, lab_to_rgb, own_chroma_on, rgb_to_lab
+from pikfix.color import STRIP_ROWS, area_downscale, area_downscale_image, lab_to_rgb, own_chroma_on, rgb_to_lab
 
 ANALYSIS_SIDE = 128  # px: chroma statistics need no more
 GREY_CHROMA = 3.0  # ab units: 95th-percentile chroma below this is a grey photo
@@ -54,17 +54,16 @@ class ColourVerdict:
 
 
 def _small_lab(rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) float [0, 1] -> Lab (3, h, w), area-averaged to at most ``ANALYSIS_SIDE`` px.
+    """(H, W, 3) uint8/uint16 or float [0, 1] -> Lab (3, h, w), area-averaged to at most
+    ``ANALYSIS_SIDE`` px.
 
     Averaging also removes most grain, whose false colour would look like hue variety.
     """
-    t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-    t = area_downscale(t, ANALYSIS_SIDE)
-    return rgb_to_lab(t.clamp(0.0, 1.0))[0]
+    return rgb_to_lab(area_downscale_image(rgb, ANALYSIS_SIDE).clamp(0.0, 1.0))[0]
 
 
 def classify(rgb: np.ndarray) -> ColourVerdict:
-    """Grey, toned or colour, from a photo (H, W, 3) float in [0, 1].
+    """Grey, toned or colour, from a photo (H, W, 3) as decoded (uint8/uint16) or float in [0, 1].
 
     In a toned print the colour is a function of the tone (split toning makes shadows and
     highlights differ, but each tone has one hue), so ab minus its median per band of L

@@ -212,6 +212,9 @@ def write_mask(path: str | os.PathLike[str], mask: np.ndarray) -> None:
         raise ImageWriteError(path, exc.strerror or str(exc)) from exc
 
 
+FROM_FLOAT_ROWS = 256  # rows per ``from_float`` strip
+
+
 def to_float(pixels: np.ndarray) -> np.ndarray:
     """Scale uint8/uint16 pixels to float32 in [0, 1], so one pipeline serves both depths."""
     scale = _max_value(pixels.dtype)
@@ -220,13 +223,27 @@ def to_float(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
+def unit_float(pixels: np.ndarray) -> np.ndarray:
+    """``to_float`` for uint8/uint16 pixels; float pixels, taken as already in [0, 1], as float32.
+
+    For code that takes a photo either as decoded (integers) or as floats, one strip at a time:
+    a 24 MP photo decoded as uint8 is 72 MB, its float32 copy 288 MB."""
+    if np.issubdtype(pixels.dtype, np.floating):
+        return np.ascontiguousarray(pixels, dtype=np.float32)
+    return to_float(pixels)
+
+
 def from_float(x: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
-    """Inverse of ``to_float``: round and clip [0, 1] floats to ``dtype`` (uint8 or uint16)."""
+    """Inverse of ``to_float``: round and clip [0, 1] floats to ``dtype`` (uint8 or uint16),
+    ``FROM_FLOAT_ROWS`` rows at a time, so the float temporary is a strip, not a photo."""
     scale = _max_value(np.dtype(dtype))
-    out = np.multiply(x, scale, dtype=np.float32)
-    np.rint(out, out=out)
-    np.clip(out, 0, scale, out=out)
-    return out.astype(dtype)
+    out = np.empty(x.shape, dtype=dtype)
+    for y in range(0, max(1, x.shape[0]), FROM_FLOAT_ROWS):
+        strip = np.multiply(x[y : y + FROM_FLOAT_ROWS], scale, dtype=np.float32)
+        np.rint(strip, out=strip)
+        np.clip(strip, 0, scale, out=strip)
+        out[y : y + FROM_FLOAT_ROWS] = strip
+    return out
 
 
 def find_images(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:

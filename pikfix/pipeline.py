@@ -23,7 +23,7 @@ Example::
 
     from pikfix.pipeline import FixPipeline
     pipe = FixPipeline.from_checkpoint("models/pikfix-lite.safetensors")
-    result = pipe.fix(old_rgb, pipe.prepare_reference(ref_rgb))   # float32 HxWx3 in [0, 1]
+    result = pipe.fix(old_rgb, pipe.prepare_reference(ref_rgb))   # float32 HxWx3 in [0, 1] (uint8 in: uint8 out)
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +48,7 @@ from pikfix.config import DEFAULT_TILE
 from pikfix.denoise import denoise, sharpen
 from pikfix.device import resolve_device
 from pikfix.fill_bounds import bound_fill
+from pikfix.imageio import from_float
 from pikfix.model import PikFix
 from pikfix.nets.colour_tone import correct_photo
 from pikfix.nets.tone import FEATURE_SIDE, apply_curve, apply_curve_numpy, dead_zone_weight
@@ -147,8 +149,10 @@ def guide_coefficients(l: np.ndarray, ab: torch.Tensor) -> torch.Tensor:
     return torch.cat([_box(slope, GUIDE_RADIUS), _box(mean_ab - slope * mean_l, GUIDE_RADIUS)], dim=1)
 
 
-def lab_image(l: np.ndarray, ab: torch.Tensor) -> np.ndarray:
-    """Full-res L (H, W) in [0, 100] + normalised ab (1, 2, h, w) at any size -> sRGB (H, W, 3).
+def lab_image(l: np.ndarray, ab: torch.Tensor, dtype: npt.DTypeLike = np.float32) -> np.ndarray:
+    """Full-res L (H, W) in [0, 100] + normalised ab (1, 2, h, w) at any size -> sRGB (H, W, 3),
+    float32 in [0, 1] or, with ``dtype`` uint8/uint16, as a file stores it (converted strip by
+    strip: a 24 MP float32 photo is 288 MB, as uint8 72 MB).
 
     The chroma goes on L through the guided filter's coefficients (``guide_coefficients``),
     upsampled bilinearly strip by strip, so the full-resolution ab never exists in memory at
@@ -156,14 +160,16 @@ def lab_image(l: np.ndarray, ab: torch.Tensor) -> np.ndarray:
     """
     h, w = l.shape
     coefficients = guide_coefficients(l, ab.float().cpu())
-    out = np.empty((h, w, 3), dtype=np.float32)
+    out = np.empty((h, w, 3), dtype=dtype)
+    as_float = np.issubdtype(out.dtype, np.floating)
     for y0 in range(0, h, STRIP_ROWS):
         y1 = min(h, y0 + STRIP_ROWS)
         c = _resample_rows(coefficients, h, w, y0, y1)[0]
         l_strip = torch.from_numpy(l[y0:y1])
         ab_strip = c[:2].mul_(l_strip / 100.0).add_(c[2:]).clamp_(-1.0, 1.0)  # in place: one strip's memory
         lab = torch.cat([l_strip.unsqueeze(0), denormalize_ab(ab_strip)], dim=0)
-        out[y0:y1] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
+        rgb = lab_to_rgb(lab).permute(1, 2, 0).numpy()
+        out[y0:y1] = rgb if as_float else from_float(rgb, out.dtype)
     return out
 
 
@@ -317,7 +323,8 @@ class FixPipeline:
     def restore(
         self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None
     ) -> Restored:
-        """Restore an old photo (H, W, 3): full-resolution Lab L in [0, 100] and the damage mask.
+        """Restore an old photo (H, W, 3), float in [0, 1] or uint8/uint16: full-resolution Lab L
+        in [0, 100] and the damage mask.
 
         ``mask`` (any size, values in [0, 1], 1 = damaged) replaces the detector's: the net
         repairs those pixels. Scans larger than ``restore_size`` are repaired at that size.
@@ -416,9 +423,12 @@ class FixPipeline:
             return l
         return apply_curve_numpy(l, xs, xs + weight * (ys - xs), out=l if in_place else None)
 
-    def colorize(self, restored_l: np.ndarray, reference: Reference | Sequence[Reference]) -> tuple[np.ndarray, float]:
+    def colorize(
+        self, restored_l: np.ndarray, reference: Reference | Sequence[Reference], dtype: npt.DTypeLike = np.float32
+    ) -> tuple[np.ndarray, float]:
         """Predict chroma at the working size and put it on the full-resolution L (at a quarter
-        of the working size, ``CHROMA_SCALE``).
+        of the working size, ``CHROMA_SCALE``); the photo comes back as ``lab_image`` makes it
+        (float32 in [0, 1], or ``dtype`` uint8/uint16).
 
         Several references are attended over together (``PikFix.colorize``). The chroma is
         scaled down where the best reference matches the photo poorly (``MATCH_GATE``).
@@ -428,7 +438,7 @@ class FixPipeline:
         with torch.inference_mode():
             ab, confidence = self.model.colorize(l_work, [r.l for r in refs], [r.ab for r in refs])
         ab = ab.float() * match_gate(self.reference_match(l_work, refs))
-        return lab_image(restored_l, _chroma_resolution(ab)), float(confidence[0].mean())
+        return lab_image(restored_l, _chroma_resolution(ab), dtype), float(confidence[0].mean())
 
     def fix(
         self,
@@ -437,7 +447,9 @@ class FixPipeline:
         progress: Callable[[int, int], None] | None = None,
         mask: np.ndarray | None = None,
     ) -> FixResult:
-        """Old photo (H, W, 3) float in [0, 1] -> restored, colorized photo of the same size."""
+        """Old photo (H, W, 3) float in [0, 1], or uint8/uint16 as decoded -> restored, colorized
+        photo of the same size and type (no full-size float copy of an integer photo is made)."""
         restored = self.restore(rgb, progress, mask)
-        out, confidence = self.colorize(restored.l, reference)
+        out_type = np.float32 if np.issubdtype(rgb.dtype, np.floating) else rgb.dtype
+        out, confidence = self.colorize(restored.l, reference, out_type)
         return FixResult(rgb=out, restored_l=restored.l, confidence=confidence, mask=restored.mask)

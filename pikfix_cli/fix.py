@@ -222,14 +222,17 @@ def _fix_one(
     try:
         image = imageio.read_image(src)
         given = None if user_mask is None else imageio.read_mask(user_mask)
-        rgb = imageio.to_float(image.pixels)
-        verdict = classify(rgb)
+        # Grey photos go through as decoded: no float copy (288 MB at 24 MP) is made of them.
+        pixels = image.pixels
+        verdict = classify(pixels)
         report.photo_kind = verdict.kind
         own_colour = verdict.has_own_colour and not recolor
         if own_colour:
-            out_rgb, restored = pipe.restore_colour_photo(rgb, mask=given)
+            out_float, restored = pipe.restore_colour_photo(imageio.to_float(pixels), mask=given)
+            out_rgb = imageio.from_float(out_float, pixels.dtype)
+            del out_float
         else:
-            restored = pipe.restore(rgb, mask=given)
+            restored = pipe.restore(pixels, mask=given)
         restored_l = restored.l
         if restored.mask is not None:
             report.mask = str(user_mask) if user_mask is not None else "detected"
@@ -245,9 +248,9 @@ def _fix_one(
                 {"path": str(c.path), "score": None if c.score is None else round(c.score, 4)} for c in choices
             ]
             report.reference, report.reference_score = report.references[0]["path"], report.references[0]["score"]
-            out_rgb, confidence = pipe.colorize(restored_l, [c.prepared for c in choices])
+            out_rgb, confidence = pipe.colorize(restored_l, [c.prepared for c in choices], pixels.dtype)
             ref_panels = [(f"reference {_scored(c.path.name, c.score)}", c.rgb) for c in choices]
-        imageio.write_image(dst, imageio.from_float(out_rgb, image.pixels.dtype))
+        imageio.write_image(dst, out_rgb)
         if save_mask and restored.mask is not None:
             mask_file = _mask_path(dst)
             imageio.write_mask(mask_file, restored.mask)
@@ -265,7 +268,7 @@ def _fix_one(
         report.status = "failed"
         report.error = f"{src}: out of memory; try a smaller --tile or --work-size, or --device cpu"
         return
-    report.megapixels = round(rgb.shape[0] * rgb.shape[1] / 1e6, 3)
+    report.megapixels = round(image.pixels.shape[0] * image.pixels.shape[1] / 1e6, 3)
     report.confidence = None if confidence is None else round(confidence, 4)
     report.seconds = round(time.perf_counter() - start, 3)
 

@@ -60,3 +60,16 @@ def test_strips_give_the_same_image_as_one_pass(monkeypatch):
     whole = lab_image(l, small)
     monkeypatch.setattr(pipeline, "STRIP_ROWS", 16)  # 5 strips, the last one short
     np.testing.assert_allclose(lab_image(l, small), whole, atol=1e-6)
+
+
+def test_integer_output_is_the_float_output_as_a_file_stores_it(monkeypatch):
+    """A uint8 or uint16 photo is converted strip by strip, exactly as the float one would be."""
+    from pikfix.imageio import from_float
+
+    l, small, _ = _step_photo(h=70, w=50)
+    monkeypatch.setattr(pipeline, "STRIP_ROWS", 16)
+    as_float = lab_image(l, small)
+    for dtype in (np.uint8, np.uint16):
+        out = lab_image(l, small, dtype)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, from_float(as_float, dtype))

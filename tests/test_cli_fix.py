@@ -75,6 +75,29 @@ def test_fixes_a_file_at_full_size(tmp_path, model_path, ref):
     assert (src.read_bytes(), os.stat(src).st_mtime_ns) == before  # input untouched
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+def test_the_file_written_is_the_float_photos_result_at_the_files_depth(tmp_path, model_path, ref, bits):
+    """`fix` hands a grey photo to the pipeline as decoded (no float copy of it is made) and
+    gets it back at its own depth: the same pixels as the float photo's result, rounded."""
+    from pikfix.imageio import from_float, read_image, to_float, write_image
+    from pikfix.pipeline import FixPipeline
+
+    src = _photo(tmp_path / "old.png", (70, 45))
+    if bits == 16:
+        Image.fromarray(np.asarray(Image.open(src)).astype(np.uint16) * 257).save(src)
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    pixels = read_image(src).pixels
+    assert pixels.dtype == (np.uint8 if bits == 8 else np.uint16)
+    pipe = FixPipeline.from_checkpoint(model_path, "cpu")
+    reference = pipe.prepare_reference(to_float(read_image(ref).pixels))
+    from_decoded = pipe.fix(pixels, reference).rgb
+    assert from_decoded.dtype == pixels.dtype
+    np.testing.assert_array_equal(from_decoded, from_float(pipe.fix(to_float(pixels), reference).rgb, pixels.dtype))
+    write_image(tmp_path / "expected.png", from_decoded)  # as `fix` writes it (PNG: 8-bit RGB)
+    np.testing.assert_array_equal(read_image(tmp_path / "out" / "old.png").pixels, read_image(tmp_path / "expected.png").pixels)
+
+
 def test_folder_is_mirrored_and_reruns_skip(tmp_path, model_path, ref):
     _photo(tmp_path / "in" / "a.jpg", (40, 30))
     _photo(tmp_path / "in" / "deeper" / "b.png", (33, 45), mode="RGB")

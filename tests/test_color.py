@@ -1,5 +1,6 @@
 """Lab conversion against published reference values (Bruce Lindbloom's calculator, D65, sRGB)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,3 +70,23 @@ def test_grey_to_rgb_is_neutral_and_keeps_l():
 def test_rejects_wrong_channel_count():
     with pytest.raises(ValueError):
         rgb_to_lab(torch.rand(2, 4, 4))
+
+
+def test_photos_as_decoded_give_the_float_photos_figures(monkeypatch):
+    """uint8 photos are converted strip by strip: same L and same small copy as their floats,
+    with the width averaged per strip first (area averaging is separable)."""
+    import pikfix.color as color
+    from pikfix.color import area_downscale, area_downscale_image, luminance
+    from pikfix.imageio import to_float
+
+    monkeypatch.setattr(color, "STRIP_ROWS", 16)  # several strips, the last one short
+    rng = np.random.default_rng(0)
+    for shape in [(70, 50, 3), (40, 130, 3), (20, 30, 3)]:
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        floats = to_float(pixels)
+        np.testing.assert_array_equal(luminance(pixels), luminance(floats))
+        whole = area_downscale(torch.from_numpy(floats).permute(2, 0, 1)[None], 32)
+        for photo in (pixels, floats):
+            small = area_downscale_image(photo, 32)
+            assert small.shape == whole.shape
+            torch.testing.assert_close(small, whole, atol=1e-6, rtol=0)

@@ -23,6 +23,7 @@ from pikfix.imageio import (
     read_image,
     read_image_header,
     to_float,
+    unit_float,
     write_image,
 )
 
@@ -416,6 +417,26 @@ def test_float_round_trip_is_exact(dtype: type) -> None:
     as_float = to_float(every_value)
     assert as_float.dtype == np.float32 and as_float[0] == 0.0 and as_float[-1] == 1.0
     assert np.array_equal(from_float(as_float, dtype), every_value)
+
+
+def test_from_float_converts_strip_by_strip(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pikfix.imageio as imageio
+
+    x = np.random.default_rng(0).uniform(-0.1, 1.1, (70, 9, 3)).astype(np.float32)
+    whole = from_float(x, np.uint8)
+    monkeypatch.setattr(imageio, "FROM_FLOAT_ROWS", 16)  # 5 strips, the last one short
+    strips = from_float(x, np.uint8)
+    assert strips.dtype == np.uint8 and strips.shape == x.shape
+    np.testing.assert_array_equal(strips, whole)
+    np.testing.assert_array_equal(whole, np.clip(np.rint(x * 255), 0, 255).astype(np.uint8))
+
+
+def test_unit_float_takes_decoded_or_float_pixels() -> None:
+    pixels = np.array([[0, 51, 255]], np.uint8)
+    np.testing.assert_array_equal(unit_float(pixels), to_float(pixels))
+    floats = np.array([[0.25, 0.5]], np.float64)
+    out = unit_float(floats)
+    assert out.dtype == np.float32 and out.tolist() == [[0.25, 0.5]]
 
 
 def test_from_float_rounds_and_clips() -> None:

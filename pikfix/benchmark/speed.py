@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pikfix.config import DEFAULT_TILE, preset_config
 from pikfix.model import build_model
 from pikfix.device import resolve_device
+from pikfix.imageio import from_float
 from pikfix.pipeline import FixPipeline
 
 
@@ -70,7 +71,8 @@ def peak_rss_mib() -> float:
 
 def time_fix(preset: str, megapixels: float, device: str = "auto", work_size: int = 512, tile: int = DEFAULT_TILE) -> SpeedResult:
     """Fix one synthetic photo with a freshly initialised model (speed does not depend on the
-    weights, except that the tone curve must be one worth applying)."""
+    weights, except that the tone curve must be one worth applying), given as `pikfix fix` gets
+    a photo from a file, 8-bit RGB, and returned as it writes one, 8-bit."""
     dev = resolve_device(device)
     config = preset_config(preset)
     config.similarity.backbone_weights = "none"  # same arithmetic; no pretrained files needed
@@ -80,7 +82,7 @@ def time_fix(preset: str, megapixels: float, device: str = "auto", work_size: in
         # a trained head's curve for a faded photo runs at full resolution: time that.
         torch.nn.init.constant_(model.restoration.tone.mlp[-1].bias, 0.1)
     pipe = FixPipeline(model, dev, work_size=work_size, tile=tile)
-    photo = synthetic_photo(megapixels)
+    photo = from_float(synthetic_photo(megapixels), np.uint8)
     reference = pipe.prepare_reference(synthetic_photo(0.3, seed=1))
     pipe.fix(photo[:256, :256], reference)  # warm-up (allocator, kernels)
     if dev.type == "cuda":
