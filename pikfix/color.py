@@ -134,11 +134,11 @@ def area_downscale_image(rgb: np.ndarray, long_side: int) -> torch.Tensor:
     if scale >= 1:
         return torch.from_numpy(unit_float(rgb)).permute(2, 0, 1)[None]
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    narrow = torch.cat([
-        F.adaptive_avg_pool2d(torch.from_numpy(unit_float(rgb[y : y + STRIP_ROWS])).permute(2, 0, 1)[None], (min(STRIP_ROWS, h - y), size[1]))
-        for y in range(0, h, STRIP_ROWS)
-    ], dim=2)
-    return F.adaptive_avg_pool2d(narrow, size)
+    strips = []
+    for y in range(0, h, STRIP_ROWS):
+        strip = torch.from_numpy(unit_float(rgb[y : y + STRIP_ROWS])).permute(2, 0, 1)[None]
+        strips.append(F.adaptive_avg_pool2d(strip, (strip.shape[-2], size[1])))
+    return F.adaptive_avg_pool2d(torch.cat(strips, dim=2), size)
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:

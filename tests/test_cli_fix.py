@@ -95,7 +95,8 @@ def test_the_file_written_is_the_float_photos_result_at_the_files_depth(tmp_path
     assert from_decoded.dtype == pixels.dtype
     np.testing.assert_array_equal(from_decoded, from_float(pipe.fix(to_float(pixels), reference).rgb, pixels.dtype))
     write_image(tmp_path / "expected.png", from_decoded)  # as `fix` writes it (PNG: 8-bit RGB)
-    np.testing.assert_array_equal(read_image(tmp_path / "out" / "old.png").pixels, read_image(tmp_path / "expected.png").pixels)
+    written = read_image(tmp_path / "out" / "old.png").pixels
+    np.testing.assert_array_equal(written, read_image(tmp_path / "expected.png").pixels)
 
 
 def test_folder_is_mirrored_and_reruns_skip(tmp_path, model_path, ref):
