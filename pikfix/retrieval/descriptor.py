@@ -161,12 +161,12 @@ class DescriptorExtractor:
             self.blocks = tuple((c, c) for c in channels)
         self.dim = sum(t + s for t, s in self.blocks)
 
-    @torch.inference_mode()
     def embed_grey(self, l_norm: torch.Tensor) -> Descriptors:
         """Descriptors of one photo's normalised L (..., H, W) at any size, prepared as the
         stored photos are (``prepare_grey``)."""
         return self.embed(prepare_grey(l_norm.float().cpu(), self.input_size).unsqueeze(0))
 
+    @torch.inference_mode()
     def embed(self, batch: torch.Tensor) -> Descriptors:
         """(B, 1, S, S) from ``prepare_grey(l, self.input_size)`` -> descriptors on the CPU."""
         x = batch.to(self.device, torch.float32)
