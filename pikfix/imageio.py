@@ -238,7 +238,7 @@ def from_float(x: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
     ``FROM_FLOAT_ROWS`` rows at a time, so the float temporary is a strip, not a photo."""
     scale = _max_value(np.dtype(dtype))
     out = np.empty(x.shape, dtype=dtype)
-    for y in range(0, max(1, x.shape[0]), FROM_FLOAT_ROWS):
+    for y in range(0, x.shape[0], FROM_FLOAT_ROWS):
         strip = np.multiply(x[y : y + FROM_FLOAT_ROWS], scale, dtype=np.float32)
         np.rint(strip, out=strip)
         np.clip(strip, 0, scale, out=strip)
