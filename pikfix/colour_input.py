@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pikfix.color import STRIP_ROWS, area_downscale, area_downscale_image, lab_to_rgb, own_chroma_on, rgb_to_lab
+from pikfix.color import area_downscale, area_downscale_image, lab_to_rgb, own_chroma_on, rgb_to_lab, strip_rows
 
 ANALYSIS_SIDE = 128  # px: chroma statistics need no more
 GREY_CHROMA = 3.0  # ab units: 95th-percentile chroma below this is a grey photo
@@ -151,11 +151,12 @@ def restore_colour(rgb: np.ndarray, restored_l: np.ndarray, correction: ColourCo
     shadows and highlights and the chroma gain.  Row strips keep memory a small multiple of the photo's own size.
     """
     out = own_chroma_on(restored_l, rgb)
-    for y0 in range(0, out.shape[0], STRIP_ROWS):  # corrected in place, strip by strip
-        strip = torch.from_numpy(out[y0 : y0 + STRIP_ROWS]).permute(2, 0, 1).contiguous()
+    rows = strip_rows(out.shape[1])
+    for y0 in range(0, out.shape[0], rows):  # corrected in place, strip by strip
+        strip = torch.from_numpy(out[y0 : y0 + rows]).permute(2, 0, 1).contiguous()
         lab = rgb_to_lab(_neutralise(strip, correction))
         lab[1:] *= correction.chroma_gain
-        out[y0 : y0 + STRIP_ROWS] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
+        out[y0 : y0 + rows] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
     return out
 
 

@@ -20,10 +20,11 @@ def reject_unknown_keys(data: Mapping[str, Any], kind: type, what: str) -> None:
         raise ValueError(f"unknown {what} key(s): {', '.join(unknown)}")
 
 
-# Restoration tile, px (each with context around it): at 1 MP, 1024 takes a fifth less time
-# than 512 (less overlap is computed twice) and 24 MP stays within the same peak memory
-# (benchmarks/fix_speed.py). Shared by the pipeline and the CLI, which must not import torch.
-DEFAULT_TILE = 1024
+# Restoration tile, px (each with context around it). A 1024 px tile's activations made the
+# process grow by 0.67 GB, a 768 px one's by 0.46 GB (24 MP `fix`: peak RSS 1.61-1.62 ->
+# 1.42-1.45 GiB); 1 MP takes the same time (2.2 s) and the cracks 2048 bench gives the same
+# figures to 0.001 dB. Shared by the pipeline and the CLI, which must not import torch.
+DEFAULT_TILE = 768
 
 
 @dataclass

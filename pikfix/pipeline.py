@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from pikfix.backbones import WeightsUnavailableError
 from pikfix.checkpoint import load_checkpoint
 from pikfix.color import (
-    STRIP_ROWS, area_downscale, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, own_chroma_on,
-    rgb_to_lab,
+    area_downscale, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, own_chroma_on,
+    rgb_to_lab, strip_rows,
 )
 from pikfix.colour_input import restore_own_colour
 from pikfix.config import DEFAULT_TILE
@@ -161,9 +161,9 @@ def lab_image(l: np.ndarray, ab: torch.Tensor, dtype: npt.DTypeLike = np.float32
     h, w = l.shape
     coefficients = guide_coefficients(l, ab.float().cpu())
     out = np.empty((h, w, 3), dtype=dtype)
-    as_float = np.issubdtype(out.dtype, np.floating)
-    for y0 in range(0, h, STRIP_ROWS):
-        y1 = min(h, y0 + STRIP_ROWS)
+    as_float, rows = np.issubdtype(out.dtype, np.floating), strip_rows(w)
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
         c = _resample_rows(coefficients, h, w, y0, y1)[0]
         l_strip = torch.from_numpy(l[y0:y1])
         ab_strip = c[:2].mul_(l_strip / 100.0).add_(c[2:]).clamp_(-1.0, 1.0)  # in place: one strip's memory
@@ -193,9 +193,9 @@ def _put_repair_on_full(
     h, w = l.shape
     out = np.empty_like(l)
     out_mask = None if mask is None else np.empty((h, w), dtype=np.float32)
-    difference = (repaired - l_small) * 50.0
-    for y0 in range(0, h, STRIP_ROWS):
-        y1 = min(h, y0 + STRIP_ROWS)
+    difference, rows = (repaired - l_small) * 50.0, strip_rows(w)
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
         added = torch.from_numpy(l[y0:y1]) + _resample_rows(difference, h, w, y0, y1)[0, 0]
         if mask is not None:
             m = _resample_rows(mask, h, w, y0, y1)[0, 0]
@@ -399,6 +399,7 @@ class FixPipeline:
             out, full_mask = _put_repair_on_full(l, l_norm, restored, used_mask)
         if full_mask is not None:
             bound_fill(out, l, full_mask)
+        del l, l_in, l_norm, restored  # the input's L is not needed past here: 96 MB less at 24 MP
         if not self.denoise:
             return Restored(out, full_mask)
         net = self.model.restoration.denoiser if learned_denoiser else None

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import pikfix.pipeline as pipeline
+import pikfix.color as color
 from pikfix.color import normalize_ab, rgb_to_lab
 from pikfix.pipeline import guide_coefficients, lab_image
 
@@ -58,7 +58,7 @@ def test_coefficients_are_at_the_chroma_resolution():
 def test_strips_give_the_same_image_as_one_pass(monkeypatch):
     l, small, _ = _step_photo(h=70, w=50)
     whole = lab_image(l, small)
-    monkeypatch.setattr(pipeline, "STRIP_ROWS", 16)  # 5 strips, the last one short
+    monkeypatch.setattr(color, "STRIP_PIXELS", 16 * 50)  # 5 strips of 16 rows, the last one short
     np.testing.assert_allclose(lab_image(l, small), whole, atol=1e-6)
 
 
@@ -67,7 +67,7 @@ def test_integer_output_is_the_float_output_as_a_file_stores_it(monkeypatch):
     from pikfix.imageio import from_float
 
     l, small, _ = _step_photo(h=70, w=50)
-    monkeypatch.setattr(pipeline, "STRIP_ROWS", 16)
+    monkeypatch.setattr(color, "STRIP_PIXELS", 16 * 50)
     as_float = lab_image(l, small)
     for dtype in (np.uint8, np.uint16):
         out = lab_image(l, small, dtype)

@@ -79,7 +79,7 @@ def test_photos_as_decoded_give_the_float_photos_figures(monkeypatch):
     from pikfix.color import area_downscale, area_downscale_image, luminance
     from pikfix.imageio import to_float
 
-    monkeypatch.setattr(color, "STRIP_ROWS", 16)  # several strips, the last one short
+    monkeypatch.setattr(color, "STRIP_PIXELS", 800)  # several strips, the last one short
     rng = np.random.default_rng(0)
     for shape in [(70, 50, 3), (40, 130, 3), (20, 30, 3)]:
         pixels = rng.integers(0, 256, shape, dtype=np.uint8)

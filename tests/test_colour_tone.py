@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pikfix.color import STRIP_ROWS, rgb_to_lab
+import pikfix.color as color
+from pikfix.color import rgb_to_lab
 from pikfix.metrics import psnr
 from pikfix.model import build_model
 from pikfix.nets.colour_tone import LEVELS, ColourToneHead, apply_correction, colour_features, correct_photo
@@ -47,8 +48,9 @@ def test_a_dead_zone_leaves_a_photo_exact_under_a_small_correction_and_keeps_a_l
         head.mlp[-1].bias[: 3 * LEVELS] = 0.1  # lifted by 10 %: applied whole
     assert np.abs(correct_photo(head, rgb, (1.0, 2.0)) - correct_photo(head, rgb)).max() < 1e-6
 
-def test_untrained_head_is_the_identity_and_strips_match_the_whole() -> None:
-    rgb = _photo(STRIP_ROWS + 40, 64)
+def test_untrained_head_is_the_identity_and_strips_match_the_whole(monkeypatch) -> None:
+    monkeypatch.setattr(color, "STRIP_PIXELS", 64 * 16)  # strips of 16 rows, the last one short
+    rgb = _photo(16 * 3 + 8, 64)
     assert np.abs(correct_photo(ColourToneHead(8), rgb) - rgb).max() < 2e-3
     head = ColourToneHead(8)
     torch.nn.init.normal_(head.mlp[-1].weight, std=0.3)

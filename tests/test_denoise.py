@@ -89,7 +89,8 @@ def test_noise_a_jpeg_hid_is_filtered_where_the_grid_shows() -> None:
     assert sigma < D.NOISE_THRESHOLD and not filtered and np.array_equal(shifted, saved[3:, 5:])
 
 
-def test_denoising_in_strips_equals_filtering_the_whole_photo() -> None:
+def test_denoising_in_strips_equals_filtering_the_whole_photo(monkeypatch) -> None:
+    monkeypatch.setattr(D, "FILTER_STRIP_PIXELS", 256 * 90)  # strips of 256 rows
     noisy = _noisy(_scene(2 * 256 + 37, 90), 3.0)  # three strips, the last one short
     sigma = D.noise_sigma(noisy)
     whole = F.pad(torch.from_numpy(noisy)[None, None], (D.RADIUS,) * 4, mode="reflect")
@@ -142,7 +143,8 @@ def test_the_learned_denoiser_keeps_odd_sizes() -> None:
     np.testing.assert_allclose(out, np.clip(noisy - 2.0, 0, 100), atol=1e-3)
 
 
-def test_the_learned_denoiser_runs_in_strips_like_on_the_whole_photo() -> None:
+def test_the_learned_denoiser_runs_in_strips_like_on_the_whole_photo(monkeypatch) -> None:
+    monkeypatch.setattr(D, "FILTER_STRIP_PIXELS", 256 * 90)  # strips of 256 rows
     net = Denoiser(4).eval()
     torch.manual_seed(0)
     with torch.no_grad():

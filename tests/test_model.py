@@ -107,6 +107,21 @@ def test_warp_over_several_references_is_chunked_like_one():
     assert torch.allclose(whole, chunked, atol=1e-6) and torch.allclose(conf, conf2)
 
 
+def test_warp_chunks_pass_gradients_as_one_pass():
+    """Chunks are written into one output in place: training must still get the same gradients."""
+    grads = []
+    for max_elements in (10**9, 2 * 12):
+        torch.manual_seed(0)
+        feat = torch.randn(2, 6, 5, 7, requires_grad=True)
+        ref = torch.randn(2, 6, 4, 3, requires_grad=True)
+        hist = torch.softmax(torch.randn(2, 8, 4, 3), dim=1).requires_grad_()
+        warped, conf = warp(feat, [ref], [hist], 0.05, max_elements=max_elements)
+        (warped.square().sum() + conf.sum()).backward()
+        grads.append([feat.grad, ref.grad, hist.grad])
+    for whole, chunked in zip(*grads):
+        torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-4)
+
+
 def test_chunk_rows_bound_the_similarity_matrix(monkeypatch):
     import pikfix.nets.similarity as sim
 

@@ -64,7 +64,8 @@ def test_sharpening_in_strips_equals_the_net_on_the_whole_photo(monkeypatch) -> 
     torch.manual_seed(0)
     net = Sharpener(4).eval()
     net.body[-1].reset_parameters()
-    l = _scene(D.STRIP_ROWS * 2 + 37, 90)
+    monkeypatch.setattr(D, "FILTER_STRIP_PIXELS", 256 * 90)  # strips of 256 rows
+    l = _scene(256 * 2 + 37, 90)  # three strips, the last one short
     padded = F.pad(torch.from_numpy(l)[None, None], (HALO,) * 4, mode="reflect")
     with torch.no_grad():
         whole = (net(padded / 100.0, torch.tensor([D.noise_sigma(l)])) * 100.0)[0, 0, HALO:-HALO, HALO:-HALO]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pikfix.color import STRIP_ROWS, area_downscale, lab_to_rgb, rgb_to_lab
+from pikfix.color import area_downscale, lab_to_rgb, rgb_to_lab, strip_rows
 from pikfix.nets.tone import (
     FEATURE_SIDE, LEVELS, apply_curve, dead_zone_weight, identity_start_mlp, quantile_levels, strictly_increasing,
 )
@@ -94,7 +94,8 @@ def correct_photo(head: ColourToneHead, rgb: np.ndarray, dead_zone: tuple[float,
                 return rgb
             ys, gain = xs + weight * (ys - xs), 1.0 + weight * (gain - 1.0)
         out = np.empty(rgb.shape, dtype=np.float32)
-        for y0 in range(0, rgb.shape[0], STRIP_ROWS):
-            strip = t[:, :, y0 : y0 + STRIP_ROWS].clamp(0.0, 1.0)
-            out[y0 : y0 + STRIP_ROWS] = apply_correction(strip, xs, ys, gain)[0].permute(1, 2, 0).numpy()
+        rows = strip_rows(rgb.shape[1])
+        for y0 in range(0, rgb.shape[0], rows):
+            strip = t[:, :, y0 : y0 + rows].clamp(0.0, 1.0)
+            out[y0 : y0 + rows] = apply_correction(strip, xs, ys, gain)[0].permute(1, 2, 0).numpy()
     return out
