@@ -399,7 +399,7 @@ class FixPipeline:
             out, full_mask = _put_repair_on_full(l, l_norm, restored, used_mask)
         if full_mask is not None:
             bound_fill(out, l, full_mask)
-        del l, l_in, l_norm, restored  # the input's L is not needed past here: 96 MB less at 24 MP
+        del l, l_in, l_norm, restored  # not needed past here; the L, when ours, is 96 MB at 24 MP
         if not self.denoise:
             return Restored(out, full_mask)
         net = self.model.restoration.denoiser if learned_denoiser else None
