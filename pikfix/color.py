@@ -7,10 +7,11 @@ code serves single images, batches and image strips.  sRGB values are in [0, 1].
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from pikfix.imageio import unit_float
+from pikfix.imageio import from_float, unit_float
 
 # sRGB primaries -> CIE XYZ (D65), IEC 61966-2-1.
 _RGB_TO_XYZ = torch.tensor(
@@ -159,15 +160,18 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def own_chroma_on(l: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """A photo's own chroma (H, W, 3) at full resolution on another L (H, W) in [0, 100] ->
-    sRGB (H, W, 3), in row strips (no full-size Lab copy)."""
-    out, rows = np.empty(rgb.shape, dtype=np.float32), strip_rows(rgb.shape[1])
+def own_chroma_on(l: np.ndarray, rgb: np.ndarray, dtype: npt.DTypeLike = np.float32) -> np.ndarray:
+    """A photo's own chroma (H, W, 3; float in [0, 1] or uint8/uint16) at full resolution on another L (H, W) in [0, 100] ->
+    sRGB (H, W, 3), float32 in [0, 1] or, with ``dtype`` uint8/uint16, as a file stores it; in
+    row strips (no full-size Lab copy, nor a float one of an integer result)."""
+    out, rows = np.empty(rgb.shape, dtype=dtype), strip_rows(rgb.shape[1])
+    as_float = np.issubdtype(out.dtype, np.floating)
     for y in range(0, l.shape[0], rows):
-        strip = torch.from_numpy(np.ascontiguousarray(rgb[y : y + rows], dtype=np.float32)).permute(2, 0, 1)
+        strip = torch.from_numpy(unit_float(rgb[y : y + rows])).permute(2, 0, 1)
         lab = rgb_to_lab(strip.clamp(0.0, 1.0))
         lab[0] = torch.from_numpy(np.ascontiguousarray(l[y : y + rows], dtype=np.float32))
-        out[y : y + rows] = lab_to_rgb(lab).permute(1, 2, 0).numpy()
+        converted = lab_to_rgb(lab).permute(1, 2, 0).numpy()
+        out[y : y + rows] = converted if as_float else from_float(converted, out.dtype)
     return out
 
 

@@ -40,15 +40,15 @@ import torch.nn.functional as F
 from pikfix.backbones import WeightsUnavailableError
 from pikfix.checkpoint import load_checkpoint
 from pikfix.color import (
-    area_downscale, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l, own_chroma_on,
-    rgb_to_lab, strip_rows,
+    area_downscale, area_downscale_image, denormalize_ab, lab_to_rgb, luminance, normalize_ab, normalize_l,
+    own_chroma_on, rgb_to_lab, strip_rows,
 )
 from pikfix.colour_input import restore_own_colour
 from pikfix.config import DEFAULT_TILE
 from pikfix.denoise import denoise, sharpen
 from pikfix.device import resolve_device
 from pikfix.fill_bounds import bound_fill
-from pikfix.imageio import from_float
+from pikfix.imageio import from_float, unit_float
 from pikfix.model import PikFix
 from pikfix.nets.colour_tone import correct_photo
 from pikfix.nets.tone import FEATURE_SIDE, apply_curve, apply_curve_numpy, dead_zone_weight
@@ -333,10 +333,12 @@ class FixPipeline:
         return self._restore_l(luminance(rgb), progress, mask, own_l=True)
 
     def restore_colour_photo(
-        self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None
+        self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None,
+        dtype: npt.DTypeLike = np.float32,
     ) -> tuple[np.ndarray, Restored]:
-        """A photo with its own colour (``pikfix.colour_input.classify``) -> (the photo with its
-        own colours restored (H, W, 3), its restoration).
+        """A photo with its own colour (``pikfix.colour_input.classify``), float in [0, 1] or
+        uint8/uint16 as decoded -> (the photo with its own colours restored (H, W, 3), float32 or
+        ``dtype`` uint8/uint16 as ``lab_image`` writes it, its restoration).
 
         With a colour tone head (``pikfix.nets.colour_tone``) the fading is first undone in
         colour, per dye and in chroma (unless ``keep_tone``). The L of that is repaired without
@@ -352,17 +354,18 @@ class FixPipeline:
         head = self.model.restoration.colour_tone
         if head is None:
             restored = self.restore(rgb, progress, mask)
-            return restore_own_colour(rgb, restored.l), restored
+            out = restore_own_colour(unit_float(rgb), restored.l)
+            return (out if np.issubdtype(np.dtype(dtype), np.floating) else from_float(out, dtype)), restored
         corrected = rgb if self.keep_tone else correct_photo(head, rgb, COLOUR_TONE_DEAD_ZONE)
-        t = torch.from_numpy(np.ascontiguousarray(corrected, dtype=np.float32)).permute(2, 0, 1)[None]
-        ab = normalize_ab(rgb_to_lab(_chroma_resolution(t).clamp(0.0, 1.0))[:, 1:])
+        small = area_downscale_image(corrected, -(-max(corrected.shape[:2]) // CHROMA_SCALE))
+        ab = normalize_ab(rgb_to_lab(small.clamp(0.0, 1.0))[:, 1:])
         untouched = corrected is rgb
         l = luminance(corrected)
-        del corrected, t  # the full-size corrected photo is not kept through the repair
+        del corrected  # the full-size corrected photo is not kept through the repair
         restored = self._restore_l(l, progress, mask, own_l=True, tone=False, learned_denoiser=False)
         if untouched and not restored.denoised:
-            return own_chroma_on(restored.l, rgb), restored
-        return lab_image(restored.l, ab), restored
+            return own_chroma_on(restored.l, rgb, dtype), restored
+        return lab_image(restored.l, ab, dtype), restored
 
     def restore_l(
         self, l: np.ndarray, progress: Callable[[int, int], None] | None = None, mask: np.ndarray | None = None

@@ -222,15 +222,13 @@ def _fix_one(
     try:
         image = imageio.read_image(src)
         given = None if user_mask is None else imageio.read_mask(user_mask)
-        # Grey photos go through as decoded: no float copy (288 MB at 24 MP) is made of them.
+        # Photos go through as decoded: no float copy (288 MB at 24 MP) is made of them.
         pixels = image.pixels
         verdict = classify(pixels)
         report.photo_kind = verdict.kind
         own_colour = verdict.has_own_colour and not recolor
         if own_colour:
-            out_float, restored = pipe.restore_colour_photo(imageio.to_float(pixels), mask=given)
-            out_rgb = imageio.from_float(out_float, pixels.dtype)
-            del out_float
+            out_rgb, restored = pipe.restore_colour_photo(pixels, mask=given, dtype=pixels.dtype)
         else:
             restored = pipe.restore(pixels, mask=given)
         restored_l = restored.l

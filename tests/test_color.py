@@ -90,3 +90,21 @@ def test_photos_as_decoded_give_the_float_photos_figures(monkeypatch):
             small = area_downscale_image(photo, 32)
             assert small.shape == whole.shape
             torch.testing.assert_close(small, whole, atol=1e-6, rtol=0)
+
+
+def test_own_chroma_is_written_at_a_files_depth_as_the_float_result_would_be(monkeypatch):
+    """An integer result is converted strip by strip, exactly as the float one would be."""
+    import pikfix.color as color
+    from pikfix.color import own_chroma_on
+    from pikfix.imageio import from_float
+
+    rng = np.random.default_rng(1)
+    rgb = rng.random((70, 50, 3), dtype=np.float32)
+    l = rng.random((70, 50), dtype=np.float32) * 100
+    whole = own_chroma_on(l, rgb)
+    monkeypatch.setattr(color, "STRIP_PIXELS", 800)  # 16-row strips, the last one short
+    np.testing.assert_allclose(own_chroma_on(l, rgb), whole, atol=1e-6)
+    for dtype in (np.uint8, np.uint16):
+        out = own_chroma_on(l, rgb, dtype)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, from_float(own_chroma_on(l, rgb), dtype))

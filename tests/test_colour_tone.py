@@ -134,6 +134,30 @@ def test_colour_path_applies_the_head_unless_keep_tone() -> None:
     assert abs(kept.mean() - rgb.mean()) < 0.01
 
 
+def test_colour_path_writes_a_files_depth_as_the_float_result_would_be() -> None:
+    """``restore_colour_photo(..., dtype)`` (how `fix` gets an 8- or 16-bit file's result) gives
+    the float result rounded, on both of its paths: own chroma at full resolution, and the
+    corrected chroma through ``lab_image``; a photo given as decoded gives its float copy's."""
+    from pikfix.imageio import from_float, to_float
+
+    model = _colour_model()
+    rgb = _photo(64, 80)
+    nothing = np.zeros(rgb.shape[:2], dtype=np.float32)
+    pipe = FixPipeline(model, "cpu", tile=64, tile_overlap=16)
+    for lift in (0.0, 0.1):  # an identity head, then one that brightens (the photo is corrected)
+        with torch.no_grad():
+            model.restoration.colour_tone.mlp[-1].bias[: 3 * LEVELS] = lift
+        as_float, _ = pipe.restore_colour_photo(rgb, mask=nothing)
+        for dtype in (np.uint8, np.uint16):
+            out, _ = pipe.restore_colour_photo(rgb, mask=nothing, dtype=dtype)
+            assert out.dtype == dtype
+            np.testing.assert_array_equal(out, from_float(as_float, dtype))
+            pixels = from_float(rgb, dtype)
+            decoded, _ = pipe.restore_colour_photo(pixels, mask=nothing, dtype=dtype)
+            copied, _ = pipe.restore_colour_photo(to_float(pixels), mask=nothing, dtype=dtype)
+            np.testing.assert_array_equal(decoded, copied)
+
+
 def test_shipped_head_undoes_a_fade_it_was_not_trained_with() -> None:
     """The shipped model's colour path on a photo faded by the benchmark's recipe (not the
     training one): closer to the original than the faded print, in PSNR and in chroma."""

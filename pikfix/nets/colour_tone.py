@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pikfix.color import area_downscale, lab_to_rgb, rgb_to_lab, strip_rows
+from pikfix.color import area_downscale, area_downscale_image, lab_to_rgb, rgb_to_lab, strip_rows
+from pikfix.imageio import unit_float
 from pikfix.nets.tone import (
     FEATURE_SIDE, LEVELS, apply_curve, dead_zone_weight, identity_start_mlp, quantile_levels, strictly_increasing,
 )
@@ -75,17 +76,16 @@ def apply_correction(rgb: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, gain
 
 
 def correct_photo(head: ColourToneHead, rgb: np.ndarray, dead_zone: tuple[float, float] | None = None) -> np.ndarray:
-    """A full-resolution colour photo (H, W, 3) in [0, 1] -> corrected, in row strips (the
-    correction is fitted once on the whole photo).
+    """A full-resolution colour photo (H, W, 3), float in [0, 1] or uint8/uint16 as decoded ->
+    corrected, float32, in row strips (the correction is fitted once on the whole photo).
 
     ``dead_zone`` (lo, hi), in mean absolute RGB change x 100: a correction changing the photo
     by less than lo is dropped, by more than hi applied whole, and faded in between (curves
     and chroma gain alike), so a clean photo's small wobble leaves it exactly as it was: then
     ``rgb`` itself is returned (no copy; callers can tell with ``is``).
     """
-    t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
     with torch.no_grad():
-        small = area_downscale(t, FEATURE_SIDE).clamp(0.0, 1.0)
+        small = area_downscale_image(rgb, FEATURE_SIDE).clamp(0.0, 1.0)
         xs, ys, gain = head.correction(small)
         if dead_zone is not None:
             change = float((apply_correction(small, xs, ys, gain) - small).abs().mean()) * 100.0
@@ -96,6 +96,6 @@ def correct_photo(head: ColourToneHead, rgb: np.ndarray, dead_zone: tuple[float,
         out = np.empty(rgb.shape, dtype=np.float32)
         rows = strip_rows(rgb.shape[1])
         for y0 in range(0, rgb.shape[0], rows):
-            strip = t[:, :, y0 : y0 + rows].clamp(0.0, 1.0)
+            strip = torch.from_numpy(unit_float(rgb[y0 : y0 + rows])).permute(2, 0, 1)[None].clamp(0.0, 1.0)
             out[y0 : y0 + rows] = apply_correction(strip, xs, ys, gain)[0].permute(1, 2, 0).numpy()
     return out
