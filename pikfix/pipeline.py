@@ -105,9 +105,9 @@ def match_gate(score: float | None) -> float:
     return float(np.clip(floor + (1.0 - floor) * (score - lo) / (hi - lo), floor, 1.0))
 
 
-def _chroma_resolution(t: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) area-averaged to 1 / ``CHROMA_SCALE`` of its size."""
-    return area_downscale(t, max(1, -(-max(t.shape[-2:]) // CHROMA_SCALE)))
+def _chroma_side(h: int, w: int) -> int:
+    """The long side chroma is kept at for a photo of (h, w): 1 / ``CHROMA_SCALE`` of it."""
+    return max(1, -(-max(h, w) // CHROMA_SCALE))
 
 
 def working_size(h: int, w: int, limit: int) -> tuple[int, int]:
@@ -357,7 +357,7 @@ class FixPipeline:
             out = restore_own_colour(unit_float(rgb), restored.l)
             return (out if np.issubdtype(np.dtype(dtype), np.floating) else from_float(out, dtype)), restored
         corrected = rgb if self.keep_tone else correct_photo(head, rgb, COLOUR_TONE_DEAD_ZONE)
-        small = area_downscale_image(corrected, -(-max(corrected.shape[:2]) // CHROMA_SCALE))
+        small = area_downscale_image(corrected, _chroma_side(*corrected.shape[:2]))
         ab = normalize_ab(rgb_to_lab(small.clamp(0.0, 1.0))[:, 1:])
         untouched = corrected is rgb
         l = luminance(corrected)
@@ -442,7 +442,8 @@ class FixPipeline:
         with torch.inference_mode():
             ab, confidence = self.model.colorize(l_work, [r.l for r in refs], [r.ab for r in refs])
         ab = ab.float() * match_gate(self.reference_match(l_work, refs))
-        return lab_image(restored_l, _chroma_resolution(ab), dtype), float(confidence[0].mean())
+        ab = area_downscale(ab, _chroma_side(*ab.shape[-2:]))
+        return lab_image(restored_l, ab, dtype), float(confidence[0].mean())
 
     def fix(
         self,

@@ -222,7 +222,8 @@ def _fix_one(
     try:
         image = imageio.read_image(src)
         given = None if user_mask is None else imageio.read_mask(user_mask)
-        # Photos go through as decoded: no float copy (288 MB at 24 MP) is made of them.
+        # Photos go through as decoded: no float copy of a whole photo (288 MB at 24 MP) is made
+        # up front (a colour photo the tone head corrects gets one while its L is taken).
         pixels = image.pixels
         verdict = classify(pixels)
         report.photo_kind = verdict.kind
