@@ -1,6 +1,7 @@
 """Seconds and peak memory of the colour path (``FixPipeline.restore_colour_photo``: a photo with
 its own colour) on a synthetic grainy colour photo, with a model's colour tone head or, with
-``--rules``, without it. One case per process, so the peak is this case's own. ``--grain 0
+``--rules``, without it. The photo is handed over as `pikfix fix` hands over an 8-bit file (as
+decoded) and comes back at 8 bits. One case per process, so the peak is this case's own. ``--grain 0
 --keep-tone`` times a clean photo the head leaves as it is, whose own chroma goes on at full
 resolution.
 
@@ -20,24 +21,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pikfix.imageio import from_float
 from pikfix.pipeline import FixPipeline
 
 STRIP = 200  # rows: the test photo is drawn in strips, so drawing it costs no extra memory
 
 
 def _photo(megapixels: float, grain: float = 0.02, seed: int = 0) -> np.ndarray:
-    """A 3:2 colour photo of smooth hues with grain, (H, W, 3) float32 in [0, 1]."""
+    """A 3:2 colour photo of smooth hues with grain, (H, W, 3) uint8 as decoded from a file."""
     h = max(STRIP, round((megapixels * 1e6 / 1.5) ** 0.5))
     w = round(h * 1.5)
-    rgb = np.empty((h, w, 3), dtype=np.float32)
+    rgb = np.empty((h, w, 3), dtype=np.uint8)
     rng = np.random.default_rng(seed)
     xs = np.arange(w, dtype=np.float32) / w
     for y0 in range(0, h, STRIP):
         ys = (np.arange(y0, min(h, y0 + STRIP), dtype=np.float32) / w)[:, None]
+        strip = np.empty((len(ys), w, 3), dtype=np.float32)
         for c in range(3):
             noise = rng.normal(0, grain, (len(ys), w)).astype(np.float32) if grain > 0 else 0.0
-            rgb[y0 : y0 + STRIP, :, c] = 0.5 + 0.3 * np.sin(9 * xs + 2 * c) * np.cos(7 * ys) + noise
-    return np.clip(rgb, 0.0, 1.0, out=rgb)
+            strip[..., c] = 0.5 + 0.3 * np.sin(9 * xs + 2 * c) * np.cos(7 * ys) + noise
+        rgb[y0 : y0 + STRIP] = from_float(strip, np.uint8)
+    return rgb
 
 
 def _peak_mib() -> float:
@@ -60,7 +64,7 @@ def main() -> None:
     rgb = _photo(args.megapixels, args.grain)
     before = _peak_mib()
     start = time.perf_counter()
-    pipe.restore_colour_photo(rgb)
+    pipe.restore_colour_photo(rgb, dtype=np.uint8)
     print(f"{rgb.shape[0] * rgb.shape[1] / 1e6:.1f} MP colour path ({'rules' if args.rules else 'head'}): "
           f"{time.perf_counter() - start:.1f} s, peak RSS {_peak_mib():.0f} MiB ({before:.0f} MiB with model and photo)")
 
