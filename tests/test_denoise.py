@@ -158,6 +158,10 @@ def test_the_learned_denoiser_runs_in_strips_like_on_the_whole_photo(monkeypatch
     out = noisy.copy()
     assert D.denoise(out, net=net) == (sigma, True)
     assert np.abs(out - expected).max() < 1e-3
+    monkeypatch.setattr(D, "FILTER_STRIP_PIXELS", 1)  # the smallest strips: twice the context, 48 rows
+    narrow = noisy.copy()
+    D.denoise(narrow, net=net)
+    assert np.abs(narrow - expected).max() < 1e-3
     louder = noisy.copy()
     D.denoise(louder, sigma=3 * sigma, net=net)
     assert np.abs(louder - out).max() > 0.1  # the net is told the noise level
