@@ -167,13 +167,11 @@ def own_chroma_on(l: np.ndarray, rgb: np.ndarray, dtype: npt.DTypeLike = np.floa
     ``dtype`` uint8/uint16, as a file stores it; in row strips (no full-size Lab copy, nor a
     float one of an integer photo or result)."""
     out, rows = np.empty(rgb.shape, dtype=dtype), strip_rows(rgb.shape[1])
-    as_float = np.issubdtype(out.dtype, np.floating)
     for y in range(0, l.shape[0], rows):
         strip = torch.from_numpy(unit_float(rgb[y : y + rows])).permute(2, 0, 1)
         lab = rgb_to_lab(strip.clamp(0.0, 1.0))
         lab[0] = torch.from_numpy(np.ascontiguousarray(l[y : y + rows], dtype=np.float32))
-        converted = lab_to_rgb(lab).permute(1, 2, 0).numpy()
-        out[y : y + rows] = converted if as_float else from_float(converted, out.dtype)
+        out[y : y + rows] = from_float(lab_to_rgb(lab).permute(1, 2, 0).numpy(), out.dtype)
     return out
 
 

@@ -234,8 +234,11 @@ def unit_float(pixels: np.ndarray) -> np.ndarray:
 
 
 def from_float(x: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
-    """Inverse of ``to_float``: round and clip [0, 1] floats to ``dtype`` (uint8 or uint16),
-    ``FROM_FLOAT_ROWS`` rows at a time, so the float temporary is a strip, not a photo."""
+    """Inverse of ``unit_float``: round and clip [0, 1] floats to ``dtype`` (uint8 or uint16),
+    ``FROM_FLOAT_ROWS`` rows at a time, so the float temporary is a strip, not a photo; for a
+    float ``dtype`` the floats are returned as float32 (no copy of float32 ones), unclipped."""
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        return np.asarray(x, dtype=np.float32)
     scale = _max_value(np.dtype(dtype))
     out = np.empty(x.shape, dtype=dtype)
     for y in range(0, x.shape[0], FROM_FLOAT_ROWS):

@@ -161,15 +161,14 @@ def lab_image(l: np.ndarray, ab: torch.Tensor, dtype: npt.DTypeLike = np.float32
     h, w = l.shape
     coefficients = guide_coefficients(l, ab.float().cpu())
     out = np.empty((h, w, 3), dtype=dtype)
-    as_float, rows = np.issubdtype(out.dtype, np.floating), strip_rows(w)
+    rows = strip_rows(w)
     for y0 in range(0, h, rows):
         y1 = min(h, y0 + rows)
         c = _resample_rows(coefficients, h, w, y0, y1)[0]
         l_strip = torch.from_numpy(l[y0:y1])
         ab_strip = c[:2].mul_(l_strip / 100.0).add_(c[2:]).clamp_(-1.0, 1.0)  # in place: one strip's memory
         lab = torch.cat([l_strip.unsqueeze(0), denormalize_ab(ab_strip)], dim=0)
-        rgb = lab_to_rgb(lab).permute(1, 2, 0).numpy()
-        out[y0:y1] = rgb if as_float else from_float(rgb, out.dtype)
+        out[y0:y1] = from_float(lab_to_rgb(lab).permute(1, 2, 0).numpy(), out.dtype)
     return out
 
 
@@ -354,8 +353,7 @@ class FixPipeline:
         head = self.model.restoration.colour_tone
         if head is None:
             restored = self.restore(rgb, progress, mask)
-            out = restore_own_colour(unit_float(rgb), restored.l)
-            return (out if np.issubdtype(np.dtype(dtype), np.floating) else from_float(out, dtype)), restored
+            return from_float(restore_own_colour(unit_float(rgb), restored.l), dtype), restored
         corrected = rgb if self.keep_tone else correct_photo(head, rgb, COLOUR_TONE_DEAD_ZONE)
         small = area_downscale_image(corrected, _chroma_side(*corrected.shape[:2]))
         ab = normalize_ab(rgb_to_lab(small.clamp(0.0, 1.0))[:, 1:])

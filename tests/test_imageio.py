@@ -439,6 +439,12 @@ def test_unit_float_takes_decoded_or_float_pixels() -> None:
     assert out.dtype == np.float32 and out.tolist() == [[0.25, 0.5]]
 
 
+def test_from_float_passes_floats_through_for_a_float_type() -> None:
+    x = np.array([[-0.2, 0.5, 1.3]], dtype=np.float32)
+    assert from_float(x, np.float32) is x  # what a float photo's result is written as: itself
+    assert from_float(x.astype(np.float64), np.float32).dtype == np.float32
+
+
 def test_from_float_rounds_and_clips() -> None:
     x = np.array([-0.5, 0.0, 0.5, 1.0, 7.0])
     assert from_float(x, np.uint8).tolist() == [0, 0, 128, 255, 255]
