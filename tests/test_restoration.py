@@ -153,6 +153,21 @@ def test_scan_window_samples_have_matching_masks_and_clean_ones_pass_through(tmp
     assert torch.equal(clean["input_l"], clean["target_l"]) and not clean["mask"].any()
 
 
+def test_native_samples_are_scanned_no_larger_than_the_photo(tmp_path: Path) -> None:
+    # A 1 px checkerboard: sharp at the photo's own size, smooth once upscaled.
+    board = (np.indices((120, 160)).sum(0) % 2 * 255).astype(np.uint8)
+    path = tmp_path / "board.png"
+    Image.fromarray(np.stack([board] * 3, -1)).save(path)
+
+    def sharpness(native: float) -> float:
+        cfg = RestorationTrainConfig(crop=32, batch_size=4, steps=2, clean_fraction=1.0, scan_long_side=(480, 960),
+                                     native_fraction=native)
+        windows = [ScanWindowDataset([path], cfg)[i]["target_l"] for i in range(8)]
+        return float(torch.stack([(w[..., 1:] - w[..., :-1]).abs().mean() for w in windows]).mean())
+
+    assert sharpness(1.0) > 4 * sharpness(0.0)
+
+
 def test_restoration_loss_weights_the_mask_and_trains_the_detector() -> None:
     target = torch.zeros(1, 1, 8, 8)
     mask = torch.zeros(1, 1, 8, 8)

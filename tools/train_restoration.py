@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=250, help="validate and save every N steps")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--clean-fraction", type=float, default=0.15)
+    parser.add_argument("--native-fraction", type=float, default=0.0,
+                        help="share of samples scanned no larger than the photo (sharp at the pixel level)")
     parser.add_argument("--detector-weight", type=float, default=0.2)
     parser.add_argument("--pos-weight", type=float, default=4.0, help="cross-entropy weight of damaged pixels")
     parser.add_argument("--detector-only", action="store_true", help="train the damage detector alone")
@@ -65,9 +67,9 @@ def main() -> None:
     damage = DegradationConfig.from_dict(json.loads(args.degradation.read_text())) if args.degradation else DegradationConfig()
     config = RestorationTrainConfig(
         steps=args.steps, batch_size=args.batch_size, crop=args.crop, workers=args.workers, val_every=args.val_every,
-        lr=args.lr, clean_fraction=args.clean_fraction, detector_weight=args.detector_weight, degradation=damage,
-        pos_weight=args.pos_weight, detector_only=args.detector_only, repair_only=args.repair_only,
-        mask_weight=args.mask_weight,
+        lr=args.lr, clean_fraction=args.clean_fraction, native_fraction=args.native_fraction,
+        detector_weight=args.detector_weight, degradation=damage, pos_weight=args.pos_weight,
+        detector_only=args.detector_only, repair_only=args.repair_only, mask_weight=args.mask_weight,
     )
     train_restoration(
         train, val, args.out, config, base_model=args.base, resume=args.resume, time_limit=args.time_limit,

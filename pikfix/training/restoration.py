@@ -62,6 +62,11 @@ class RestorationTrainConfig:
     teacher_mask: float = 0.5  # share of samples repaired with the true mask instead of the detector's
     clean_fraction: float = 0.15  # share of undamaged samples (identity targets)
     scan_long_side: tuple[float, float] = SCAN_LONG_SIDE
+    # Share of training samples scanned no larger than the photo itself. Most scans drawn in
+    # ``scan_long_side`` upscale the photos (the shipped model's are at most 1024 px), so the
+    # sharp thin lines in them are nearly all drawn defects: the detector then flags a sharp
+    # photo's own fine detail.
+    native_fraction: float = 0.0
     seed: int = 0
     workers: int = 1
     val_every: int = 250
@@ -103,7 +108,11 @@ class ScanWindowDataset(Dataset[dict[str, torch.Tensor]]):
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, int(self.train), index])
         photo = self.photos[int(rng.integers(len(self.photos))) if self.train else index // 4]
-        window, win = scan_crop(photo, cfg.crop, rng, cfg.scan_long_side)
+        long_side = cfg.scan_long_side
+        if self.train and cfg.native_fraction > 0 and rng.random() < cfg.native_fraction:
+            own = max(photo.shape[:2])
+            long_side = (min(long_side[0], own), min(long_side[1], own))
+        window, win = scan_crop(photo, cfg.crop, rng, long_side)
         clean = to_grey(window)
         # Validation: every fourth sample is clean (the pass-through check), the others damaged.
         if (rng.random() < cfg.clean_fraction) if self.train else index % 4 == 3:
