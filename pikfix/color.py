@@ -120,9 +120,10 @@ STRIP_ROWS = 256  # rows per strip of full-size single-plane filters: bounds the
 STRIP_PIXELS = 1 << 18
 
 
-def strip_rows(width: int) -> int:
-    """Rows per strip of a full-size colour conversion of a photo ``width`` px wide."""
-    return max(1, STRIP_PIXELS // max(1, width))
+def strip_rows(width: int, pixels: int = STRIP_PIXELS) -> int:
+    """Rows per strip of about ``pixels`` px (a full-size colour conversion's by default) of a
+    photo ``width`` px wide."""
+    return max(1, pixels // max(1, width))
 
 
 def area_downscale(t: torch.Tensor, long_side: int) -> torch.Tensor:

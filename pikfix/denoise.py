@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pikfix.color import STRIP_ROWS
+from pikfix.color import STRIP_ROWS, strip_rows
 from pikfix.nets.denoise import HALO, Denoiser, Sharpener
 from pikfix.nets.tone import dead_zone_weight
 
@@ -132,7 +132,7 @@ def _in_strips(l: np.ndarray, halo: int, filter_: Callable[[torch.Tensor], torch
     strip have been overwritten by the previous one, so their input values are kept aside.
     """
     h, w = l.shape
-    kept, strip = None, max(2 * halo, FILTER_STRIP_PIXELS // max(1, w)) // 2 * 2
+    kept, strip = None, max(2 * halo, strip_rows(w, FILTER_STRIP_PIXELS)) // 2 * 2
     for y0 in range(0, h, strip):
         y1 = min(h, y0 + strip)
         rows, above, below = _with_context(l, y0, y1, halo)
