@@ -43,7 +43,9 @@ class RestorationConfig:
     repair_margin: int = -1  # >= 0: the repair changes only pixels within this many px of the mask; -1: everywhere
     tone_width: int = 0  # hidden width of the whole-photo tone head (pikfix.nets.tone); 0: none
     denoiser_width: int = 0  # width of the learned denoiser run after the repair (pikfix.nets.denoise); 0: none
+    denoiser_depth: int = 6  # its 3 x 3 convolutions
     sharpener_width: int = 0  # width of the sharpener run after the denoiser (pikfix.nets.denoise.Sharpener); 0: none
+    sharpener_depth: int = 6  # its 3 x 3 convolutions
     colour_tone_width: int = 0  # hidden width of the colour photos' fade correction (pikfix.nets.colour_tone); 0: none
 
 
@@ -113,7 +115,9 @@ def _paper() -> ModelConfig:
     (2018), frozen."""
     return ModelConfig(
         preset="paper",
-        restoration=RestorationConfig(detector_width=32, tone_width=64, denoiser_width=32, sharpener_width=32),
+        restoration=RestorationConfig(
+            detector_width=32, tone_width=64, denoiser_width=32, sharpener_width=48, sharpener_depth=10
+        ),
         similarity=SimilarityConfig(backbone="vgg19", backbone_weights="imagenet"),
     )
 
@@ -125,7 +129,7 @@ def _lite() -> ModelConfig:
         preset="lite",
         restoration=RestorationConfig(
             channels=32, growth=16, blocks=2, units=3, detector_width=32, detector_tophat=17, unshuffle=2, tone_width=64,
-            denoiser_width=32, sharpener_width=32,
+            denoiser_width=32, sharpener_width=48, sharpener_depth=10,
         ),
         similarity=SimilarityConfig(
             backbone="efficientnet_lite0", backbone_weights="imagenet", channels=32, temperature=0.05

@@ -9,8 +9,8 @@ elsewhere only the repair's smooth corrections (tone, stains) are added, so fine
 the scan's own. Each repaired pixel is kept within the range of the intact pixels around it
 (``pikfix.fill_bounds``: the net's fill of a white crack overshoots into a dark line on real
 scans). Then, where the photo shows noise, the learned denoiser (or an edge-preserving
-filter) reduces noise and grain at full resolution, and last, where the photo is soft, the
-learned sharpener restores detail on request (both ``pikfix.denoise``). Colour is predicted at a
+filter) reduces noise and grain at full resolution, and last, where the photo seen at 512 px
+is soft, the learned sharpener restores detail (both ``pikfix.denoise``). Colour is predicted at a
 bounded working size (the similarity matrices grow with the square of the pixel count) and
 the predicted chroma, averaged down to a quarter of that size, is upsampled onto the
 full-resolution restored luminance by a guided filter, so colour edges follow the luminance's
@@ -45,12 +45,13 @@ from pikfix.color import (
 )
 from pikfix.colour_input import restore_own_colour
 from pikfix.config import DEFAULT_TILE
-from pikfix.denoise import denoise, sharpen
+from pikfix.denoise import SHARPEN_SIDE, denoise, sharpen
 from pikfix.device import resolve_device
 from pikfix.fill_bounds import bound_fill
 from pikfix.imageio import from_float, unit_float
 from pikfix.model import PikFix
 from pikfix.nets.colour_tone import correct_photo
+from pikfix.nets.denoise import Sharpener
 from pikfix.nets.tone import FEATURE_SIDE, apply_curve, apply_curve_numpy, dead_zone_weight
 from pikfix.retrieval.descriptor import (
     DEFAULT_FEATURES, DescriptorExtractor, Descriptors, match_scores, shared_extractor,
@@ -205,6 +206,33 @@ def _put_repair_on_full(
     return out, out_mask
 
 
+def _add_resampled(l: np.ndarray, difference: torch.Tensor) -> None:
+    """Add ``difference`` (1, 1, h, w), bilinearly resized to L's size, to L (H, W) in [0, 100]
+    in place, in row strips."""
+    h, w = l.shape
+    rows = strip_rows(w)
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        l[y0:y1] = (torch.from_numpy(l[y0:y1]) + _resample_rows(difference, h, w, y0, y1)[0, 0]).clamp(0.0, 100.0).numpy()
+
+
+def sharpen_at_viewing_size(l: np.ndarray, net: Sharpener, sigma: float | None = None) -> float:
+    """``pikfix.denoise.sharpen`` of L (H, W) in [0, 100], in place, with the photo's long side
+    at most ``SHARPEN_SIDE``: a larger photo is sharpened at that size and the change resized
+    back onto it; returns the share of the sharpening applied. ``sigma`` (the noise left on L,
+    measured when None) is used only at the photo's own size."""
+    h, w = l.shape
+    size = working_size(h, w, SHARPEN_SIDE)
+    if size == (h, w):
+        return sharpen(l, net, sigma)[1]
+    small = _downscale(l, size)
+    before = small.clone()
+    weight = sharpen(small[0, 0].numpy(), net)[1]  # in place, through the tensor's memory
+    if weight > 0.0:
+        _add_resampled(l, small - before)
+    return weight
+
+
 @dataclass
 class Reference:
     """A colour reference prepared for the model at the working size."""
@@ -249,13 +277,13 @@ class FixPipeline:
         restore_size: int = 2048,
         keep_tone: bool = False,
         denoise: bool = True,
-        sharpen: bool = False,
+        sharpen: bool = True,
     ) -> None:
         """``keep_tone`` skips the tone head: for a photo whose low contrast is its own (fog, a
         bright beach), which the head cannot tell from fading. ``denoise`` False keeps the
-        photo's noise and grain. ``sharpen`` runs the model's sharpener on soft grey photos; off
-        by default, as it also sharpens a large scan that is soft by nature (the crack benchmark
-        at 2048 px, photos upscaled from 1024 px: error outside the cracks 0.0010 -> 0.0127)."""
+        photo's noise and grain. ``sharpen`` runs the model's sharpener on grey photos that are
+        soft with their long side at ``pikfix.denoise.SHARPEN_SIDE`` (a large scan is soft at
+        the pixel level by nature and is not sharpened for it)."""
         if work_size < 32:
             raise ValueError("work_size must be at least 32 pixels")
         if restore_size < 64:
@@ -408,7 +436,7 @@ class FixPipeline:
         sharpener = self.model.restoration.sharpener if learned_denoiser and self.sharpen else None
         sharpened = 0.0
         if sharpener is not None:
-            sharpened = sharpen(out, sharpener, None if denoised else noise)[1]
+            sharpened = sharpen_at_viewing_size(out, sharpener, None if denoised else noise)
         return Restored(out, full_mask, noise, denoised, sharpened)
 
     def _restore_tone(self, l: np.ndarray, in_place: bool = False) -> np.ndarray:

@@ -97,8 +97,8 @@ def fix(
     no_denoise: bool = typer.Option(
         False, "--no-denoise", help="Keep the photo's noise and grain (by default reduced where the photo shows noise)."
     ),
-    sharpen: bool = typer.Option(
-        False, "--sharpen", help="Sharpen grey photos that are soft (mild blur, small scans); off by default, as large scans are soft by nature."
+    no_sharpen: bool = typer.Option(
+        False, "--no-sharpen", help="Keep soft grey photos soft (by default sharpened where the photo, seen at 512 px, is blurred)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout (for scripts)."),
 ) -> None:
@@ -135,13 +135,10 @@ def fix(
     try:
         pipe = FixPipeline.from_checkpoint(
             model_path, device, work_size=work_size, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size,
-            keep_tone=keep_tone, denoise=not no_denoise, sharpen=sharpen,
+            keep_tone=keep_tone, denoise=not no_denoise, sharpen=not no_sharpen,
         )
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from None
-    if sharpen and (no_denoise or pipe.model.restoration.sharpener is None):
-        why = "--no-denoise" if no_denoise else f"{model_path.name} has no sharpener"
-        warn(f"--sharpen has no effect with {why}")
     if keep_tone and pipe.model.restoration.tone is None and pipe.model.restoration.colour_tone is None:
         warn(f"{model_path.name} has no tone head: --keep-tone has no effect with it")
     if (mask is not None or save_mask) and pipe.model.restoration.detector is None:

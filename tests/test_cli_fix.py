@@ -469,7 +469,7 @@ def test_no_denoise_keeps_the_photos_noise(tmp_path, model_path, ref):
     assert roughness["default"] < 0.6 * roughness["kept"]
 
 
-def test_sharpen_is_on_request_and_reported(tmp_path, model_path, ref):
+def test_sharpening_is_on_by_default_off_on_request_and_reported(tmp_path, model_path, ref):
     from pikfix.training.denoise import with_denoiser
 
     model = with_denoiser(build_model("tiny"), 4, "sharpener")
@@ -480,10 +480,10 @@ def test_sharpen_is_on_request_and_reported(tmp_path, model_path, ref):
     save_checkpoint(model, sharpening)
     src = _photo(tmp_path / "old.png", (64, 48))
     reported = {}
-    for name, extra in (("default", []), ("sharpened", ["--sharpen"])):
+    for name, extra in (("default", []), ("kept", ["--no-sharpen"])):
         res = _fix(str(src), "--ref", str(ref), "--model", str(sharpening), "-o", str(tmp_path / name), "--json", *extra)
         assert res.exit_code == 0, res.output
         reported[name] = json.loads(res.stdout)["files"][0]["sharpened"]
-    assert reported == {"default": 0.0, "sharpened": 1.0}
-    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "n"), "--sharpen")
-    assert res.exit_code == 0 and "has no sharpener" in res.stderr
+    assert reported == {"default": 1.0, "kept": 0.0}
+    res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "n"), "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["files"][0]["sharpened"] == 0.0  # a model without one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -14,7 +15,7 @@ from pikfix import denoise as D
 from pikfix.benchmark.damage import _jpeg as jpeg_round_trip
 from pikfix.config import preset_config
 from pikfix.model import build_model
-from pikfix.nets.denoise import HALO, Denoiser
+from pikfix.nets.denoise import Denoiser
 from pikfix.pipeline import FixPipeline
 from pikfix.training.denoise import DenoiseTrainConfig, capture_only, evaluate, make_pool, train_denoiser, with_denoiser
 
@@ -143,22 +144,24 @@ def test_the_learned_denoiser_keeps_odd_sizes() -> None:
     np.testing.assert_allclose(out, np.clip(noisy - 2.0, 0, 100), atol=1e-3)
 
 
-def test_the_learned_denoiser_runs_in_strips_like_on_the_whole_photo(monkeypatch) -> None:
+@pytest.mark.parametrize("depth", [6, 8])
+def test_the_learned_denoiser_runs_in_strips_like_on_the_whole_photo(monkeypatch, depth: int) -> None:
     monkeypatch.setattr(D, "FILTER_STRIP_PIXELS", 256 * 90)  # strips of 256 rows
-    net = Denoiser(4).eval()
+    net = Denoiser(4, depth).eval()
+    halo = net.halo
     torch.manual_seed(0)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.3)
     noisy = _noisy(_scene(2 * 256 + 37, 90), 3.0)  # three strips, the last one short
     sigma = D.noise_sigma(noisy)
-    whole = F.pad(torch.from_numpy(noisy)[None, None], (HALO,) * 4, mode="reflect")
+    whole = F.pad(torch.from_numpy(noisy)[None, None], (halo,) * 4, mode="reflect")
     with torch.no_grad():
-        expected = (net(whole / 100, torch.tensor([sigma])) * 100)[0, 0, HALO:-HALO, HALO:-HALO].clamp(0, 100).numpy()
+        expected = (net(whole / 100, torch.tensor([sigma])) * 100)[0, 0, halo:-halo, halo:-halo].clamp(0, 100).numpy()
     out = noisy.copy()
     assert D.denoise(out, net=net) == (sigma, True)
     assert np.abs(out - expected).max() < 1e-3
-    monkeypatch.setattr(D, "FILTER_STRIP_PIXELS", 1)  # the smallest strips: twice the context, 48 rows
+    monkeypatch.setattr(D, "FILTER_STRIP_PIXELS", 1)  # the smallest strips: twice the context
     narrow = noisy.copy()
     D.denoise(narrow, net=net)
     assert np.abs(narrow - expected).max() < 1e-3

@@ -77,13 +77,15 @@ def test_a_blurred_photo_is_sharpened_and_a_sharp_one_is_not(pipe: FixPipeline, 
     assert sharpener is not None
     sharp = clean_l.copy()
     assert D.sharpen(sharp, sharpener)[1] == 0.0 and np.array_equal(sharp, clean_l)
-    k = 3  # a 3 x 3 box blur, as the evaluation recipe's mildest (the shipped model: +1.6 dB)
-    padded = np.pad(clean_l, k // 2, mode="edge")
-    blurred = np.mean([padded[y : y + clean_l.shape[0], x : x + clean_l.shape[1]] for y in range(k) for x in range(k)], axis=0)
-    out = blurred.astype(np.float32)
-    weight = D.sharpen(out, sharpener)[1]
-    assert weight > 0.5
-    assert _psnr(out, clean_l) > _psnr(blurred, clean_l) + 1.0
+    # 3 x 3 and 5 x 5 box blurs, the evaluation recipe's two (the shipped model: +1.5 and +2.0 dB;
+    # the ninth session's sharpener gained +1.7 and +0.6 dB)
+    for k in (3, 5):
+        padded = np.pad(clean_l, k // 2, mode="edge")
+        blurred = np.mean([padded[y : y + clean_l.shape[0], x : x + clean_l.shape[1]] for y in range(k) for x in range(k)], axis=0)
+        out = blurred.astype(np.float32)
+        weight = D.sharpen(out, sharpener)[1]
+        assert weight > 0.5
+        assert _psnr(out, clean_l) > _psnr(blurred, clean_l) + 1.0
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -2,11 +2,12 @@
 
     python tools/train_denoiser.py PHOTOS --model models/pikfix-lite.safetensors --out runs/denoise-b/model.safetensors
 
-A model without a denoiser gets a fresh one (``--width``); one with a denoiser continues from
-it. ``--sharpener`` trains the sharpener the same way, on soft photos (``sharpen_recipe``) as
-the model's noise step leaves them. The validation photos are the ones `pikfix train` holds out
-(split by file-name hash, seed 0). The checkpoint is written every 500 steps and at the end, with the run's config and
-its validation figures in the metadata; ``--time-limit`` (seconds) ends the run early.
+A model without a denoiser (or with one of another ``--width`` or ``--depth``) gets a fresh
+one; one with a denoiser of that shape continues from it. ``--sharpener`` trains the sharpener
+the same way, on soft photos (``sharpen_recipe``) as the model's noise step leaves them. The validation photos are the ones `pikfix train` holds out
+(split by file-name hash, seed 0). The checkpoint is written every 500 steps and at the end,
+with the run's config and its validation figures in the metadata; ``--time-limit`` (seconds)
+ends the run early.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import json
 import head_tool
 
 from pikfix.training.denoise import (
-    DenoiseTrainConfig, make_pool, sharpener_config, sharpener_noise_step, train_denoiser, with_denoiser,
+    DenoiseTrainConfig, make_pool, same_shape, sharpener_config, sharpener_noise_step, train_denoiser, with_denoiser,
 )
 
 
 def main() -> None:
     parser = head_tool.parser(__doc__, "denoiser", DenoiseTrainConfig.width)
+    parser.add_argument("--depth", type=int, default=DenoiseTrainConfig.depth, help="3 x 3 convolutions")
     parser.add_argument("--steps", type=int, default=DenoiseTrainConfig.steps)
     parser.add_argument("--batch-size", type=int, default=DenoiseTrainConfig.batch_size)
     parser.add_argument("--crop", type=int, default=DenoiseTrainConfig.crop)
@@ -33,12 +35,12 @@ def main() -> None:
     args = parser.parse_args()
     train_paths, val_paths, model, header = head_tool.start(args)
     settings = dict(
-        width=args.width, steps=args.steps, batch_size=args.batch_size, crop=args.crop, pool=args.pool,
+        width=args.width, depth=args.depth, steps=args.steps, batch_size=args.batch_size, crop=args.crop, pool=args.pool,
         val_samples=args.val_samples, lr=args.lr, seed=args.seed,
     )
     config = sharpener_config(**settings) if args.sharpener else DenoiseTrainConfig(**settings)
-    if getattr(model.restoration, config.head) is None:
-        model = with_denoiser(model, config.width, config.head)
+    if not same_shape(getattr(model.restoration, config.head), config.width, config.depth):
+        model = with_denoiser(model, config.width, config.head, config.depth)
     # The sharpener learns on what the noise step leaves, as it runs after it.
     step = sharpener_noise_step(model) if args.sharpener else None
     train = make_pool(train_paths, config, config.pool, config.seed, noise_step=step)

@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 BLOCK = 2  # px: the net works on BLOCK x BLOCK pixel blocks
-DEPTH = 6  # 3 x 3 convolutions, all at 1 / BLOCK resolution
-HALO = 2 * BLOCK * DEPTH  # px of context a strip needs on each side (its receptive field, rounded up)
+DEPTH = 6  # 3 x 3 convolutions, all at 1 / BLOCK resolution (a model's config may name another depth)
 SIGMA_SCALE = 10.0  # L units: the noise-level plane holds sigma / SIGMA_SCALE
 
 
@@ -28,11 +27,14 @@ class Denoiser(nn.Module):
     """L (B, 1, H, W) in [0, 1] (Lab L / 100) and its noise sigma (B,) in L units (``pikfix.denoise.noise_sigma``)
     -> denoised L, same shape (odd sizes padded)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, depth: int = DEPTH) -> None:
         super().__init__()
+        if depth < 2:
+            raise ValueError("depth must be at least 2 convolutions")
+        self.halo = 2 * BLOCK * depth  # px of context a strip needs on each side (its receptive field, rounded up)
         c_in = BLOCK * BLOCK
         layers: list[nn.Module] = [nn.Conv2d(c_in + 1, width, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(DEPTH - 2):
+        for _ in range(depth - 2):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(width, c_in, 3, padding=1))
         self.body = nn.Sequential(*layers)

@@ -127,9 +127,9 @@ class RestorationNet(nn.Module):
         # Applied by the caller to the whole photo before tiling (it needs the whole histogram).
         self.tone = ToneHead(cfg.tone_width) if cfg.tone_width > 0 else None
         # Also applied by the caller, after the repair, where the photo shows noise (``pikfix.denoise``).
-        self.denoiser = Denoiser(cfg.denoiser_width) if cfg.denoiser_width > 0 else None
+        self.denoiser = Denoiser(cfg.denoiser_width, cfg.denoiser_depth) if cfg.denoiser_width > 0 else None
         # And after the noise step, where a grey photo is soft (``pikfix.denoise.sharpen``).
-        self.sharpener = Sharpener(cfg.sharpener_width) if cfg.sharpener_width > 0 else None
+        self.sharpener = Sharpener(cfg.sharpener_width, cfg.sharpener_depth) if cfg.sharpener_width > 0 else None
         # For photos with their own colour only, applied by the colour path (``pikfix.colour_input``).
         self.colour_tone = ColourToneHead(cfg.colour_tone_width) if cfg.colour_tone_width > 0 else None
         in_channels = 2 if self.detector is not None else 1
