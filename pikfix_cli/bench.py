@@ -58,7 +58,7 @@ def bench(
     ),
     long_side: int = typer.Option(512, "--long-side", help="--restoration: photos resized to this long side (px)."),
     restore_size: int = typer.Option(2048, "--restore-size", help="Longest side (px) at which models repair damage."),
-    no_sharpen: bool = typer.Option(False, "--no-sharpen", help="--restoration: the models do not sharpen soft photos (fix --no-sharpen)."),
+    sharpen: bool = typer.Option(True, "--sharpen/--no-sharpen", help="--restoration: the models sharpen soft photos, as fix does."),
     presets: list[str] = typer.Option([], "--presets", help="--speed: presets, comma-separated [lite,paper]."),
     sizes: list[str] = typer.Option([], "--sizes", help="--speed: megapixels, comma-separated [0.25,1,12,24]."),
 ) -> None:
@@ -83,7 +83,7 @@ def bench(
             photos = synthetic if synthetic is not None else folder
             dataset = _dataset(None, None, None, None, photos, False, val_split, val_fraction, seed, False).head(max_images)
             _restoration(
-                out, dataset, model, recipe or "eval", long_side, seed, device, tile, tile_overlap, restore_size, baselines, not no_sharpen
+                out, dataset, model, recipe or "eval", long_side, seed, device, tile, tile_overlap, restore_size, baselines, sharpen
             )
             return
         dataset = _dataset(folder, realold, inputs, targets, synthetic, colorization_only, val_split, val_fraction, seed, faded, recipe)

@@ -97,8 +97,8 @@ def fix(
     no_denoise: bool = typer.Option(
         False, "--no-denoise", help="Keep the photo's noise and grain (by default reduced where the photo shows noise)."
     ),
-    no_sharpen: bool = typer.Option(
-        False, "--no-sharpen", help="Keep soft grey photos soft (by default sharpened where the photo, seen at 512 px, is blurred)."
+    sharpen: bool = typer.Option(
+        True, "--sharpen/--no-sharpen", help="Sharpen grey photos that, seen at 512 px, are blurred (--no-sharpen keeps them soft)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout (for scripts)."),
 ) -> None:
@@ -135,7 +135,7 @@ def fix(
     try:
         pipe = FixPipeline.from_checkpoint(
             model_path, device, work_size=work_size, tile=tile, tile_overlap=tile_overlap, restore_size=restore_size,
-            keep_tone=keep_tone, denoise=not no_denoise, sharpen=not no_sharpen,
+            keep_tone=keep_tone, denoise=not no_denoise, sharpen=sharpen,
         )
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from None

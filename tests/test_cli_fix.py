@@ -480,10 +480,10 @@ def test_sharpening_is_on_by_default_off_on_request_and_reported(tmp_path, model
     save_checkpoint(model, sharpening)
     src = _photo(tmp_path / "old.png", (64, 48))
     reported = {}
-    for name, extra in (("default", []), ("kept", ["--no-sharpen"])):
+    for name, extra in (("default", []), ("asked", ["--sharpen"]), ("kept", ["--no-sharpen"])):
         res = _fix(str(src), "--ref", str(ref), "--model", str(sharpening), "-o", str(tmp_path / name), "--json", *extra)
         assert res.exit_code == 0, res.output
         reported[name] = json.loads(res.stdout)["files"][0]["sharpened"]
-    assert reported == {"default": 1.0, "kept": 0.0}
+    assert reported == {"default": 1.0, "asked": 1.0, "kept": 0.0}
     res = _fix(str(src), "--ref", str(ref), "--model", str(model_path), "-o", str(tmp_path / "n"), "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["files"][0]["sharpened"] == 0.0  # a model without one
