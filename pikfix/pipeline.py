@@ -213,7 +213,8 @@ def _add_resampled(l: np.ndarray, difference: torch.Tensor) -> None:
     rows = strip_rows(w)
     for y0 in range(0, h, rows):
         y1 = min(h, y0 + rows)
-        l[y0:y1] = (torch.from_numpy(l[y0:y1]) + _resample_rows(difference, h, w, y0, y1)[0, 0]).clamp(0.0, 100.0).numpy()
+        added = torch.from_numpy(l[y0:y1]) + _resample_rows(difference, h, w, y0, y1)[0, 0]
+        l[y0:y1] = added.clamp(0.0, 100.0).numpy()
 
 
 def sharpen_at_viewing_size(l: np.ndarray, net: Sharpener, sigma: float | None = None) -> float:

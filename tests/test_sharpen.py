@@ -17,7 +17,7 @@ from pikfix.checkpoint import load_checkpoint, save_checkpoint
 from pikfix.nets.denoise import BLOCK, Sharpener
 from pikfix.pipeline import FixPipeline, sharpen_at_viewing_size
 from pikfix.training.denoise import (
-    evaluate, head_net, make_pool, same_shape, sharpener_config, train_denoiser, with_denoiser,
+    evaluate, head_net, head_shape, make_pool, same_shape, sharpener_config, train_denoiser, with_denoiser,
 )
 from pikfix.training.colour_tone import with_colour_tone
 
@@ -106,11 +106,14 @@ def test_a_large_photo_is_sharpened_at_the_viewing_size(monkeypatch) -> None:
 def test_a_deeper_sharpener_is_built_saved_and_loaded(tmp_path) -> None:
     model = with_denoiser(build_model("tiny"), 8, "sharpener", depth=10)
     net = model.restoration.sharpener
-    assert model.config.restoration.sharpener_depth == 10 and same_shape(net, 8, 10)
-    assert not same_shape(net, 8, 6) and not same_shape(net, 16, 10) and not same_shape(None, 8, 10)
+    assert model.config.restoration.sharpener_depth == 10 and same_shape(model, "sharpener", 8, 10)
+    assert not same_shape(model, "sharpener", 8, 6) and not same_shape(model, "sharpener", 16, 10)
+    assert not same_shape(build_model("tiny"), "sharpener", 8, 10)  # none at all
+    assert head_shape(model, "sharpener") == (8, 10) and head_shape(model, "sharpener", 16) == (16, 10)  # continued
+    assert head_shape(build_model("tiny"), "sharpener") == (32, 6)  # a fresh one's defaults
     save_checkpoint(model, tmp_path / "m.safetensors")
     loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
-    assert same_shape(loaded.restoration.sharpener, 8, 10) and loaded.restoration.sharpener.halo == net.halo
+    assert same_shape(loaded, "sharpener", 8, 10) and loaded.restoration.sharpener.halo == net.halo
 
 
 def test_the_pipeline_sharpens_grey_photos_unless_told_not_to() -> None:

@@ -3,11 +3,11 @@
     python tools/train_denoiser.py PHOTOS --model models/pikfix-lite.safetensors --out runs/denoise-b/model.safetensors
 
 A model without a denoiser (or with one of another ``--width`` or ``--depth``) gets a fresh
-one; one with a denoiser of that shape continues from it. ``--sharpener`` trains the sharpener
-the same way, on soft photos (``sharpen_recipe``) as the model's noise step leaves them. The validation photos are the ones `pikfix train` holds out
-(split by file-name hash, seed 0). The checkpoint is written every 500 steps and at the end,
-with the run's config and its validation figures in the metadata; ``--time-limit`` (seconds)
-ends the run early.
+one; one with a denoiser of that shape, or when neither is given, continues from it. ``--sharpener`` trains the sharpener
+the same way, on soft photos (``sharpen_recipe``) as the model's noise step leaves them. The
+validation photos are the ones `pikfix train` holds out (split by file-name hash, seed 0). The
+checkpoint is written every 500 steps and at the end, with the run's config and its validation
+figures in the metadata; ``--time-limit`` (seconds) ends the run early.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ import json
 import head_tool
 
 from pikfix.training.denoise import (
-    DenoiseTrainConfig, make_pool, same_shape, sharpener_config, sharpener_noise_step, train_denoiser, with_denoiser,
+    DenoiseTrainConfig, head_shape, make_pool, same_shape, sharpener_config, sharpener_noise_step, train_denoiser,
+    with_denoiser,
 )
 
 
 def main() -> None:
     parser = head_tool.parser(__doc__, "denoiser", DenoiseTrainConfig.width)
-    parser.add_argument("--depth", type=int, default=DenoiseTrainConfig.depth, help="3 x 3 convolutions")
+    parser.set_defaults(width=None)
+    parser.add_argument("--depth", type=int, default=None, help="3 x 3 convolutions")
     parser.add_argument("--steps", type=int, default=DenoiseTrainConfig.steps)
     parser.add_argument("--batch-size", type=int, default=DenoiseTrainConfig.batch_size)
     parser.add_argument("--crop", type=int, default=DenoiseTrainConfig.crop)
@@ -34,12 +36,14 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=None, help="seconds of training at most")
     args = parser.parse_args()
     train_paths, val_paths, model, header = head_tool.start(args)
+    head = "sharpener" if args.sharpener else "denoiser"
+    width, depth = head_shape(model, head, args.width, args.depth)
     settings = dict(
-        width=args.width, depth=args.depth, steps=args.steps, batch_size=args.batch_size, crop=args.crop, pool=args.pool,
+        width=width, depth=depth, steps=args.steps, batch_size=args.batch_size, crop=args.crop, pool=args.pool,
         val_samples=args.val_samples, lr=args.lr, seed=args.seed,
     )
     config = sharpener_config(**settings) if args.sharpener else DenoiseTrainConfig(**settings)
-    if not same_shape(getattr(model.restoration, config.head), config.width, config.depth):
+    if not same_shape(model, config.head, config.width, config.depth):
         model = with_denoiser(model, config.width, config.head, config.depth)
     # The sharpener learns on what the noise step leaves, as it runs after it.
     step = sharpener_noise_step(model) if args.sharpener else None

@@ -175,10 +175,22 @@ def with_denoiser(base: PikFix, width: int, head: str = "denoiser", depth: int =
     return model
 
 
-def same_shape(net: Denoiser | None, width: int, depth: int) -> bool:
-    """Whether ``net`` exists with ``width`` channels and ``depth`` convolutions (a run continues it)."""
-    convs = [m for m in net.body if isinstance(m, torch.nn.Conv2d)] if net is not None else []
-    return bool(convs) and convs[0].out_channels == width and len(convs) == depth
+def head_shape(model: PikFix, head: str, width: int | None = None, depth: int | None = None) -> tuple[int, int]:
+    """The width and depth a run trains ``head`` ("denoiser" or "sharpener") at: those given,
+    else the model's own head's (so a run continues it), else a fresh head's defaults."""
+    cfg = model.config.restoration
+    own = getattr(cfg, f"{head}_width") > 0
+    return (
+        width or (getattr(cfg, f"{head}_width") if own else DenoiseTrainConfig.width),
+        depth or (getattr(cfg, f"{head}_depth") if own else DenoiseTrainConfig.depth),
+    )
+
+
+def same_shape(model: PikFix, head: str, width: int, depth: int) -> bool:
+    """Whether ``model`` has a ``head`` ("denoiser" or "sharpener") of ``width`` channels and
+    ``depth`` convolutions, as its config records (a run continues it)."""
+    cfg = model.config.restoration
+    return getattr(cfg, f"{head}_width") == width > 0 and getattr(cfg, f"{head}_depth") == depth
 
 
 def _psnr(out: torch.Tensor, target: torch.Tensor) -> float:
