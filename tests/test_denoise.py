@@ -17,7 +17,9 @@ from pikfix.config import preset_config
 from pikfix.model import build_model
 from pikfix.nets.denoise import Denoiser
 from pikfix.pipeline import FixPipeline
-from pikfix.training.denoise import DenoiseTrainConfig, capture_only, evaluate, make_pool, train_denoiser, with_denoiser
+from pikfix.training.denoise import (
+    DenoiseTrainConfig, capture_only, evaluate, make_pool, noise_recipe, train_denoiser, with_denoiser,
+)
 
 
 def _scene(h: int = 300, w: int = 200) -> np.ndarray:
@@ -211,3 +213,25 @@ def test_denoiser_samples_are_reproducible_and_training_lowers_the_error(tmp_pat
     after = train_denoiser(model, pool, val, config, save=saved.append, log=lambda _: None)
     assert after["step"] == 150 and saved and saved[-1]["step"] == 150
     assert after["l1"] < 0.9 * before["l1"]  # from its random start towards the targets
+
+
+def test_with_soft_targets_the_blur_is_in_the_target_and_only_the_noise_is_drawn(tmp_path) -> None:
+    """``noise_recipe`` draws no blur; ``soft_fraction`` blurs the window before the damage, so
+    input and target share the blur (clean samples: equal), and a pool without it is unchanged."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "sharp.png"
+    Image.fromarray((rng.random((160, 200, 3)) * 255).astype(np.uint8)).save(path)
+    recipe = noise_recipe()
+    assert (recipe.p_blur, recipe.p_defocus, recipe.p_motion, recipe.p_lowres) == (0.0, 0.0, 0.0, 0.0)
+    assert recipe.p_noise == capture_only().p_noise > 0
+    base = DenoiseTrainConfig(crop=32, scan_long_side=(200, 300), degradation=recipe, clean_fraction=1.0)
+    sharp = make_pool([path], base, 16, seed=0, log=lambda _: None)
+    soft = make_pool([path], dataclasses.replace(base, soft_fraction=1.0), 16, seed=0, log=lambda _: None)
+    assert torch.equal(soft.inputs, soft.targets)  # clean samples: the blur is not the damage
+
+    def detail(t: torch.Tensor) -> float:
+        return float((t[..., 1:, :] - t[..., :-1, :]).abs().mean())
+
+    assert detail(soft.targets) < 0.7 * detail(sharp.targets)
+    again = make_pool([path], dataclasses.replace(base, soft_fraction=0.0), 16, seed=0, log=lambda _: None)
+    assert torch.equal(again.targets, sharp.targets)

@@ -15,6 +15,10 @@ The sharpener (``pikfix.nets.denoise.Sharpener``) is trained by the same code on
 recipe, ``sharpen_recipe``: soft photos (blur, defocus, motion, downscaling) with the light
 noise and JPEG a denoised photo keeps, a quarter of the samples sharp, so that a sharp photo is
 left as it is.
+
+``noise_recipe`` with ``soft_fraction`` is a denoiser recipe that leaves a soft photo's blur in
+the target, for the sharpener (tried in the fifteenth session; the shipped denoiser learned on
+``capture_only``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pikfix.imageio import read_image, to_float
 from pikfix.nets.denoise import DEPTH, Denoiser
 from pikfix.model import PikFix
 from pikfix.training.degradation import SCAN_LONG_SIDE, DegradationConfig, degrade, scan_crop, to_grey
+from pikfix.training.degradation.capture import defocus_blur, gaussian_blur
 from pikfix.training.restoration import config_dict, rebuilt
 
 # What the repair and the tone head handle before the denoiser runs: not drawn here.
@@ -49,6 +54,13 @@ _NOT_DRAWN = (
 def capture_only() -> DegradationConfig:
     """The training recipe with its capture and texture steps only (see the module docstring)."""
     return dataclasses.replace(DegradationConfig(), **{name: 0.0 for name in _NOT_DRAWN})
+
+
+def noise_recipe() -> DegradationConfig:
+    """``capture_only`` without its blur steps (Gaussian, defocus, motion, low resolution): what
+    the denoiser removes. A soft photo's blur is drawn into the target as well
+    (``DenoiseTrainConfig.soft_fraction``): the sharpener, which runs next, deals with it."""
+    return dataclasses.replace(capture_only(), p_blur=0.0, p_defocus=0.0, p_motion=0.0, p_lowres=0.0)
 
 
 def sharpen_recipe() -> DegradationConfig:
@@ -76,6 +88,7 @@ class DenoiseTrainConfig:
     lr: float = 1e-3
     lr_min: float = 2e-5  # cosine decay from lr to lr_min over ``steps``
     clean_fraction: float = 0.1
+    soft_fraction: float = 0.0  # samples blurred before the damage, target included (``noise_recipe``)
     loss: str = "l1"  # "l1" or "l2" (mean squared error, the sharpener's: see ``sharpener_config``)
     gain: tuple[float, float] = (1.0, 2.0)  # contrast stretch of input and target alike
     pool: int = 8192  # training samples drawn once
@@ -118,6 +131,9 @@ def make_pool(
         # and a net trained on such windows takes every scan's fine texture for noise.
         long_side = (config.scan_long_side[0], min(config.scan_long_side[1], max(photo.shape[:2])))
         window, win = scan_crop(photo, config.crop, rng, long_side)
+        if config.soft_fraction and rng.random() < config.soft_fraction:
+            soften = gaussian_blur if rng.random() < 0.6 else defocus_blur
+            window = soften(window, rng, config.degradation, win)
         clean = grey_lightness(to_grey(window)) / 100.0
         noisy = clean if rng.random() < config.clean_fraction else grey_lightness(degrade(window, rng, config.degradation, win).grey) / 100.0
         gain, mean = rng.uniform(*config.gain), float(clean.mean())
