@@ -54,6 +54,7 @@ def bench(
     recipe: Optional[str] = typer.Option(
         None, "--recipe",
         help="Damage of photos damaged on the fly: eval (default; never used in training), cracks (3-15 px); "
+        "eval-no-local, eval-no-fade, eval-no-blur, eval-no-noise (eval with one step left out); "
         "--restoration also clean; the colour bench also training (pikfix.training.degradation).",
     ),
     long_side: int = typer.Option(512, "--long-side", help="--restoration: photos resized to this long side (px)."),

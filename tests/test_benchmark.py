@@ -405,6 +405,20 @@ def test_cli_bad_input_gives_one_clear_line(tmp_path: Path, photos: Path, args: 
     assert message in output and "error:" in output
 
 
+def test_cli_restoration_bench_takes_an_eval_recipe_with_a_step_left_out(
+    tmp_path: Path, photos: Path, model_path: Path
+) -> None:
+    out = tmp_path / "out"
+    code, output = _bench("--synthetic", str(photos), "--restoration", "--recipe", "eval-no-blur", "--long-side", "64",
+                          "--model", str(model_path), "--no-baselines", "--device", "cpu", "-o", str(out))
+    assert code == 0, output
+    report = _strict_json(out / "report.json")
+    assert report["recipe"] == "eval-no-blur" and report["photos"] == 3
+    code, output = _bench("--synthetic", str(photos), "--restoration", "--recipe", "eval-no-colour",
+                          "--model", str(model_path), "-o", str(tmp_path / "bad"))
+    assert code == 2 and "eval-no-colour" in output and "eval-no-noise" in output
+
+
 # --------------------------------------------------------------------------- speed
 
 

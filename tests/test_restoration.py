@@ -67,6 +67,46 @@ def test_eval_recipes_are_seeded_and_their_masks_mark_local_defects(recipe: str)
         assert np.array_equal(np.abs(a.grey - clean) > E.MASK_CHANGE, a.mask)
 
 
+def test_an_eval_step_left_out_changes_that_step_alone(monkeypatch) -> None:
+    """``eval-no-<step>``: the same mask and the same random draws as ``eval`` (the generator
+    ends in the same state), that step's damage absent, and the other steps as drawn."""
+    clean = _texture(96, 128)
+    calls: dict[str, list[int]] = {"_box_blur": [], "_jpeg": []}  # each call's radius or quality
+
+    def recording(name: str):
+        original = getattr(E, name)
+
+        def step(img: np.ndarray, arg: int) -> np.ndarray:
+            calls[name].append(arg)
+            return original(img, arg)
+
+        return step
+
+    for name in calls:
+        monkeypatch.setattr(E, name, recording(name))
+
+    def run(seed: int, leave_out: str | None) -> tuple[E.Damaged, np.random.Generator, dict[str, list[int]]]:
+        for made in calls.values():
+            made.clear()
+        rng = np.random.default_rng(seed)
+        return E._eval_recipe(clean, rng, leave_out), rng, {name: list(args) for name, args in calls.items()}
+
+    differs = dict.fromkeys(E.EVAL_STEPS, False)
+    for seed in range(8):
+        full, full_rng, drawn = run(seed, None)
+        for step in E.EVAL_STEPS:
+            part, rng, made = run(seed, step)
+            assert rng.bit_generator.state == full_rng.bit_generator.state
+            assert np.array_equal(part.mask, full.mask)
+            assert made["_box_blur"] == ([] if step == "blur" else drawn["_box_blur"])
+            assert made["_jpeg"] == ([] if step == "noise" else drawn["_jpeg"])
+            differs[step] |= not np.array_equal(part.grey, full.grey)
+    assert all(differs.values())
+    assert np.array_equal(E.damage(clean, "eval-no-fade", 5).grey, run(5, "fade")[0].grey)
+    with pytest.raises(ValueError, match="unknown damage recipe"):
+        E.damage(clean, "eval-no-colour", 0)
+
+
 def test_crack_recipe_widths_follow_the_photo_size() -> None:
     widths = {}
     for side in (512, 2048):

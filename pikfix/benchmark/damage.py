@@ -10,7 +10,10 @@ Recipes, each a function of (clean grey photo, seed):
 
 * ``eval``: fading and low contrast, blur, noise, JPEG, scratches, dust and spots;
 * ``cracks``: cracks only, 3-15 px wide (the scan-resolution test at 2048 px);
-* ``clean``: nothing (a restorer should leave the photo as it is).
+* ``clean``: nothing (a restorer should leave the photo as it is);
+* ``eval-no-local``, ``eval-no-fade``, ``eval-no-blur``, ``eval-no-noise`` (noise and JPEG):
+  ``eval`` with one kind of damage left out, to see what each costs a restorer. The step left
+  out still draws its random numbers, so every other step is drawn as in ``eval``.
 
 Sizes are relative to the photo's long side (given for 512 px), so a 2048 px photo shows
 defects four times as wide. The mask marks pixels a local defect changed by more than 2 %.
@@ -22,11 +25,13 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-RECIPES = ("eval", "cracks", "clean")
+EVAL_STEPS = ("local", "fade", "blur", "noise")  # what an ``eval-no-<step>`` recipe leaves out
+RECIPES = ("eval", *(f"eval-no-{step}" for step in EVAL_STEPS), "cracks", "clean")
 MASK_CHANGE = 0.02
 
 
@@ -144,7 +149,8 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
         return np.asarray(im, dtype=np.float32) / 255.0
 
 
-def _eval_recipe(grey: np.ndarray, rng: np.random.Generator) -> Damaged:
+def _eval_recipe(grey: np.ndarray, rng: np.random.Generator, leave_out: str | None = None) -> Damaged:
+    """``leave_out`` (one of ``EVAL_STEPS``) skips that step but draws its random numbers."""
     h, w = grey.shape
     unit = max(h, w) / 512
     img = grey.astype(np.float32)
@@ -152,20 +158,29 @@ def _eval_recipe(grey: np.ndarray, rng: np.random.Generator) -> Damaged:
     local = _scratches(local, rng, unit) if rng.random() < 0.7 else local
     local = _specks(local, rng, unit) if rng.random() < 0.8 else local
     mask = np.abs(local - img) > MASK_CHANGE
-    img = local
+    if leave_out != "local":
+        img = local
     # Fading: gamma and contrast towards grey (not the training recipe's linear black/white points).
     if rng.random() < 0.8:
         gamma = rng.uniform(0.7, 1.4)
         contrast = rng.uniform(0.55, 0.9)
-        img = 0.5 + (np.power(img, gamma) - 0.5) * contrast + rng.uniform(-0.05, 0.08)
+        offset = rng.uniform(-0.05, 0.08)
+        if leave_out != "fade":
+            img = 0.5 + (np.power(img, gamma) - 0.5) * contrast + offset
     if rng.random() < 0.5:
-        img = _box_blur(img, int(rng.integers(1, 3)))
+        radius = int(rng.integers(1, 3))
+        if leave_out != "blur":
+            img = _box_blur(img, radius)
     if rng.random() < 0.7:  # Poisson-Gaussian noise, stronger in highlights
         sigma = rng.uniform(0.01, 0.04)
-        img = img + rng.normal(0, 1, img.shape).astype(np.float32) * np.sqrt(sigma**2 + 0.02 * np.clip(img, 0, 1) * sigma)
+        noise = rng.normal(0, 1, img.shape).astype(np.float32)
+        if leave_out != "noise":
+            img = img + noise * np.sqrt(sigma**2 + 0.02 * np.clip(img, 0, 1) * sigma)
     img = np.clip(img, 0, 1)
     if rng.random() < 0.6:
-        img = _jpeg(img, int(rng.integers(30, 80)))
+        quality = int(rng.integers(30, 80))
+        if leave_out != "noise":
+            img = _jpeg(img, quality)
     return Damaged(np.clip(img, 0, 1).astype(np.float32), mask)
 
 
@@ -182,7 +197,8 @@ def _clean_recipe(grey: np.ndarray, rng: np.random.Generator) -> Damaged:
 
 
 _RECIPES: dict[str, Callable[[np.ndarray, np.random.Generator], Damaged]] = {
-    "eval": _eval_recipe, "cracks": _cracks_recipe, "clean": _clean_recipe,
+    "eval": _eval_recipe, **{f"eval-no-{step}": partial(_eval_recipe, leave_out=step) for step in EVAL_STEPS},
+    "cracks": _cracks_recipe, "clean": _clean_recipe,
 }
 
 

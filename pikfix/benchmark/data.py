@@ -36,12 +36,13 @@ import torch.nn.functional as F
 from pikfix.training.data import DataConfig, DataError, scan_images, split
 from pikfix.training.degradation import degrade_seeded, to_grey
 from pikfix.imageio import ImageReadError, find_images, read_image, to_float
-from pikfix.benchmark.damage import damage
+from pikfix.benchmark.damage import RECIPES, damage
 from pikfix.color import lightness_grey, luminance
 from pikfix.retrieval.store import sha256_file
 
 REF_MODES = ("file", "auto", "ground-truth-crop", "random-other")
-SYNTHETIC_RECIPES = ("eval", "cracks", "training")  # damage of synthetic sets; "clean" is --colorization-only
+# Damage of synthetic sets ("clean" is --colorization-only); the eval-no-<step> variants leave one step out.
+SYNTHETIC_RECIPES = tuple(r for r in RECIPES if r != "clean") + ("training",)
 GT_CROP = 0.7  # side share of the central ground-truth crop used as an upper-bound reference
 
 _REALOLD_OLD = re.compile(r"(?P<id>.*?\d)[ _.-]?o", re.IGNORECASE)
