@@ -198,10 +198,11 @@ def sharpen(l: np.ndarray, net: Sharpener, sigma: float | None = None) -> tuple[
     the photo enough to be soft (its mean change over the photo, ``SHARPEN_DEAD_ZONE``); returns
     (that mean change, the share of the sharpening applied). It holds a sharpened copy of L:
     the pipeline runs it with the long side at most ``SHARPEN_SIDE``, where that copy is small."""
-    sharpened = np.array(l, dtype=np.float32)
-    _in_strips(sharpened, net.halo, _net_filter(net, noise_sigma(l) if sigma is None else sigma))
-    change = float(np.abs(sharpened - l).mean())
+    delta = np.array(l, dtype=np.float32)
+    _in_strips(delta, net.halo, _net_filter(net, noise_sigma(l) if sigma is None else sigma))
+    delta -= l  # the sharpener's change, computed once for the measure and the update
+    change = float(np.abs(delta).mean())
     weight = dead_zone_weight(change, SHARPEN_DEAD_ZONE)
     if weight > 0.0:
-        l += weight * (sharpened - l)
+        l += weight * delta
     return change, weight
